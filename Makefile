@@ -1,0 +1,52 @@
+# The two commands a newcomer types: `make demo` and `make test`. Each installs
+# what it needs (a virtualenv in .venv, RabbitMQ, a Docker engine, the images).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+
+.PHONY: help venv demo test lint unit broker engine images wheelhouse bench clean
+
+help:
+	@echo "make demo    run the tutorial: a broker, three workers, a producer, one worker stopped mid-run"
+	@echo "make test    lint and run every test (installs RabbitMQ, Docker and the images if needed)"
+	@echo "make images  build the worker and producer images with no registry"
+	@echo "make bench   compare the worker and producer with bare pika loops"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	  else echo "error: $(PYTHON) cannot make a virtualenv: sudo apt-get install python3-venv" >&2; exit 1; fi; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+broker: venv
+	$(PY) -m virtual_lab broker
+
+engine: venv
+	$(PY) -m virtual_lab engine
+
+images: venv
+	$(PY) -m virtual_lab images
+
+demo: broker
+	$(PY) -m virtual_lab.process_demo
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint broker images
+	$(VENV)/bin/pytest
+
+bench: broker
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf build $(VENV)

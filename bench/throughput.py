@@ -1,0 +1,206 @@
+"""The worker's and producer's throughput against bare pika loops, in one run, on one broker.
+
+    python bench/throughput.py [--messages N]
+
+Zero-dot tasks, so that only the messaging is measured. Each program is timed
+by its own events (first received to last done; run started to run finished),
+each bare loop from its first to its last message, so process start-up and
+connecting count on neither side. Rates move from run to run: compare ratios.
+Targets: every ratio at least 0.9. For the worker a second baseline is shown:
+bare pika printing the tutorial's two lines per task, as the tutorial's worker does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pika
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from virtual_lab import local_broker  # noqa: E402
+from workqueue.output import read_events  # noqa: E402
+from workqueue.queues import Mode, declare, queue_spec  # noqa: E402
+from workqueue.tasks import task_properties  # noqa: E402
+
+URL = local_broker.LOCAL_URL
+
+
+def channel_for(mode: Mode) -> tuple[pika.BlockingConnection, pika.adapters.blocking_connection.BlockingChannel]:
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    channel = connection.channel()
+    spec = queue_spec(mode)
+    channel.queue_delete(spec.name)
+    declare(channel, spec)
+    return connection, channel
+
+
+def bare_publish(mode: Mode, count: int) -> float:
+    connection, channel = channel_for(mode)
+    spec = queue_spec(mode)
+    ack = mode is Mode.ACK
+    if ack:
+        channel.confirm_delivery()
+    start = time.perf_counter()
+    for seq in range(1, count + 1):
+        properties = task_properties("bench", seq, count, persistent=spec.persistent_messages)
+        channel.basic_publish("", spec.name, b"task #%d" % seq, properties, mandatory=ack)
+    elapsed = time.perf_counter() - start
+    connection.close()
+    return count / elapsed
+
+
+def fill(mode: Mode, count: int) -> None:
+    """Queue tasks for a drain measurement: unconfirmed (faster), then wait until the broker holds them all."""
+    connection, channel = channel_for(mode)
+    spec = queue_spec(mode)
+    for seq in range(1, count + 1):
+        properties = task_properties("bench", seq, count, persistent=spec.persistent_messages)
+        channel.basic_publish("", spec.name, b"task #%d" % seq, properties)
+    deadline = time.monotonic() + 120
+    while channel.queue_declare(spec.name, passive=True).method.message_count < count:
+        if time.monotonic() > deadline:
+            raise SystemExit("the broker did not queue every task within 120 s")
+        time.sleep(0.1)
+    connection.close()
+
+
+def bare_consume(mode: Mode, count: int, prefetch: int, prints: bool = False) -> float:
+    """A bare pika consumer; with ``prints``, one that prints the tutorial's two lines per task (to a file)."""
+    fill(mode, count)
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    channel = connection.channel()
+    spec = queue_spec(mode)
+    ack = mode is Mode.ACK
+    if ack:
+        channel.basic_qos(prefetch_count=prefetch)
+    seen = 0
+    first = last = 0.0
+    sink = open(os.devnull if not prints else tempfile.mktemp(), "w")  # noqa: SIM115
+
+    def on_message(ch, method, properties, body) -> None:
+        nonlocal seen, first, last
+        if seen == 0:
+            first = time.perf_counter()
+        seen += 1
+        if prints:
+            print(f" [x] Received {body.decode()!r}", file=sink)
+        if ack:
+            ch.basic_ack(method.delivery_tag)
+        if prints:
+            print(" [x] Done", file=sink)
+        if seen == count:
+            last = time.perf_counter()
+            ch.stop_consuming()
+
+    channel.basic_consume(spec.name, on_message, auto_ack=not ack)
+    channel.start_consuming()
+    connection.close()
+    sink.close()
+    return (count - 1) / (last - first)
+
+
+def run_events(command: list[str], workdir: Path, name: str) -> tuple[subprocess.Popen, Path]:
+    out, err = workdir / f"{name}.out", workdir / f"{name}.err"
+    process = subprocess.Popen(command, stdout=out.open("wb"), stderr=err.open("wb"))
+    return process, err
+
+
+def events_of(err: Path, kind: str) -> list[dict]:
+    return [e for e in read_events(err.read_text().splitlines()) if e["event"] == kind]
+
+
+def worker_drain(mode: Mode, count: int, prefetch: int, workdir: Path) -> float:
+    fill(mode, count)
+    command = [
+        sys.executable,
+        str(ROOT / "worker_image" / "worker.py"),
+        "--mode",
+        mode.value,
+        "--seconds-per-dot",
+        "0",
+        "--url",
+        URL,
+    ]
+    if mode is Mode.ACK:
+        command += ["--prefetch", str(prefetch)]
+    process, err = run_events(command, workdir, f"worker-{mode.value}-{prefetch}")
+    deadline = time.monotonic() + 300
+    while len(events_of(err, "done")) < count and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    process.terminate()
+    process.wait(timeout=30)
+    received, done = events_of(err, "received"), events_of(err, "done")
+    if len(done) < count:
+        raise SystemExit(f"worker did {len(done)} of {count} tasks: see {err}")
+    # Event times are in milliseconds: long runs keep the rounding negligible.
+    return (count - 1) / (done[-1]["ts"] - received[0]["ts"])
+
+
+def producer_publish(mode: Mode, count: int, workdir: Path) -> float:
+    channel_for(mode)[0].close()  # an empty queue, as for the bare loop
+    command = [
+        sys.executable,
+        str(ROOT / "producer" / "new_task.py"),
+        str(count),
+        "task",
+        "--mode",
+        mode.value,
+        "--url",
+        URL,
+    ]
+    process, err = run_events(command, workdir, f"producer-{mode.value}")
+    if process.wait(timeout=600) != 0:
+        raise SystemExit(f"producer failed: see {err}")
+    started, finished = events_of(err, "run_started")[0], events_of(err, "run_finished")[0]
+    return count / (finished["ts"] - started["ts"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20000, help="messages per measurement (default 20000)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each measuring everything once (default 3)")
+    args = parser.parse_args()
+    local_broker.ensure_broker()
+    n = args.messages
+    consume = [
+        ("consume, noack", Mode.NOACK, 0),
+        ("consume, ack, prefetch 1", Mode.ACK, 1),
+        ("consume, ack, prefetch 50", Mode.ACK, 50),
+    ]
+    publish = [("publish, noack (no confirms)", Mode.NOACK), ("publish, ack (confirms)", Mode.ACK)]
+    samples: dict[str, list[tuple[float, float, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for _ in range(args.rounds):
+            # Rounds interleave the two sides, so that a slow moment of the machine hits both.
+            for label, mode, prefetch in consume:
+                bare = bare_consume(mode, n, prefetch)
+                printing = bare_consume(mode, n, prefetch, prints=True)
+                ours = worker_drain(mode, n, prefetch, workdir)
+                samples.setdefault(f"worker: {label}", []).append((ours, bare, printing))
+            for label, mode in publish:
+                bare = bare_publish(mode, n)
+                ours = producer_publish(mode, n, workdir)
+                samples.setdefault(f"producer: {label}", []).append((ours, bare, float("nan")))
+        for mode in Mode:
+            channel_for(mode)[0].close()
+    print(f"{n} zero-dot tasks per measurement, broker on loopback, median of {args.rounds} rounds")
+    print(f"{'measurement':40} {'ours/s':>8} {'bare/s':>8} {'ratio':>6} {'bare+print/s':>13} {'ratio':>6}")
+    for label, rows in samples.items():
+        ours, bare, printing = (statistics.median(column) for column in zip(*rows, strict=True))
+        extra = f"{printing:13.0f} {ours / printing:6.2f}" if printing == printing else ""
+        print(f"{label:40} {ours:8.0f} {bare:8.0f} {ours / bare:6.2f} {extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

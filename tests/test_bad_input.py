@@ -1,0 +1,125 @@
+"""Bad input: a clear one-line error, the right exit code, no traceback, no password, nothing lost."""
+
+from __future__ import annotations
+
+import pika
+import pytest
+
+from tests.conftest import URL
+from virtual_lab import local_broker
+from virtual_lab.processes import LocalLab as Lab
+from workqueue.queues import Mode, declare, queue_spec
+from workqueue.tasks import task_properties
+
+SECRET = "pa55-w0rd-never-shown"
+
+
+def assert_one_line_error(text: str) -> str:
+    lines = [line for line in text.splitlines() if "error:" in line]
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["0"], "COUNT: '0' is not a positive whole number"),
+        (["-3"], "COUNT"),
+        (["ten"], "COUNT: 'ten' is not a whole number"),
+        (["3", "--mode", "sometimes"], "--mode: unknown mode 'sometimes': use ack or noack"),
+        (["3", "--url", "http://localhost"], "must start with amqp://"),
+        (["3", "--url", "amqp://guest:guest@:5672/%2F"], "names no host"),
+        (["3", "--url", "amqp://localhost:notaport/"], "bad port"),
+        (["3", "--mode", "noack", "--queue-type", "quorum"], "drop --queue-type quorum"),
+        (["3", "--connect-timeout", "soon"], "--connect-timeout"),
+    ],
+)
+def test_producer_usage_errors_exit_2(lab: Lab, args: list[str], message: str) -> None:
+    producer = lab.produce(*args)
+    assert producer.process.returncode == 2
+    assert message in assert_one_line_error(producer.errors())
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--mode", "x"], {}, "--mode: unknown mode 'x'"),
+        ([], {"TASK_MODE": "fast"}, "TASK_MODE: unknown mode 'fast'"),
+        (["--prefetch", "0"], {}, "--prefetch: '0' is not a positive whole number"),
+        ([], {"SECONDS_PER_DOT": "-1"}, "SECONDS_PER_DOT"),
+        (["--url", "amqp//nohost"], {}, "must start with amqp://"),
+        ([], {"AMQP_PASSWORD_FILE": "/nonexistent/secret"}, "cannot read the password file"),
+    ],
+)
+def test_worker_usage_errors_exit_2(lab: Lab, args: list[str], env: dict[str, str], message: str) -> None:
+    worker = lab.worker(*args, env=env)
+    assert worker.wait(timeout=20) == 2
+    assert message in assert_one_line_error(worker.errors())
+
+
+@pytest.mark.parametrize("program", ["producer", "worker"])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (f"amqp://guest:{SECRET}@localhost:5672/%2F", "access refused for user 'guest' at localhost:5672, vhost '/'"),
+        (f"amqp://nobody:{SECRET}@localhost:5672/%2F", "access refused for user 'nobody'"),
+        (
+            "amqp://guest:guest@localhost:5672/no-such-vhost",
+            "vhost refused for user 'guest' at localhost:5672, vhost 'no-such-vhost'",
+        ),
+        (f"amqp://guest:{SECRET}@localhost:1/%2F", "broker not reachable for user 'guest' at localhost:1, vhost '/'"),
+    ],
+)
+def test_broker_errors_name_user_host_vhost_never_the_password(lab: Lab, program: str, url: str, message: str) -> None:
+    args = ["--url", url, "--connect-timeout", "1"]
+    run = lab.produce("1", *args) if program == "producer" else lab.worker(*args)
+    assert run.wait(timeout=30) == 1
+    line = assert_one_line_error(run.errors())
+    assert message in line
+    assert SECRET not in run.errors() + "\n".join(run.lines())
+
+
+def test_password_file_is_used_and_never_shown(lab: Lab, tmp_path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(SECRET + "\n")
+    producer = lab.produce(
+        "1", "--url", "amqp://guest@localhost:5672/%2F", "--password-file", str(secret), "--connect-timeout", "0"
+    )
+    assert producer.process.returncode == 1
+    assert "access refused for user 'guest'" in producer.errors()
+    assert SECRET not in producer.errors()
+
+    secret.write_text("guest\n")
+    producer = lab.produce("1", "--url", "amqp://guest@localhost:5672/%2F", "--password-file", str(secret))
+    assert producer.process.returncode == 0, producer.errors()
+
+
+def test_empty_and_non_utf8_tasks_are_rejected_to_the_dead_letter_queue(lab: Lab) -> None:
+    worker = lab.worker("--mode", "ack", "--seconds-per-dot", "0")
+    worker.wait_for_event("consuming")
+    spec = queue_spec(Mode.ACK)
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    channel = connection.channel()
+    declare(channel, spec)
+    for seq, body in enumerate([b"", b"\xff\xfe not text", b"fine ."], start=1):
+        channel.basic_publish("", spec.name, body, task_properties("bad", seq, 3, persistent=True))
+    connection.close()
+
+    worker.wait_for_event("done", seq=3)
+    assert [(e["seq"], e["reason"]) for e in worker.events("rejected")] == [(1, "empty"), (2, "not UTF-8")]
+    assert worker.process.poll() is None, "a bad task must not crash the worker"
+    assert " [!] Rejected task #2: its body is not UTF-8 (11 bytes); moved to 'task_queue.rejected'" in worker.lines()
+    counts = local_broker.queue_counts()
+    assert counts["task_queue.rejected"] == (2, 0)
+    assert counts["task_queue"] == (0, 0)
+
+
+def test_queue_declared_with_other_settings_is_a_clear_error(lab: Lab) -> None:
+    assert lab.produce("1", "task", "--url", URL).process.returncode == 0
+    producer = lab.produce("1", "--queue-type", "quorum", "--url", URL)
+    assert producer.process.returncode == 1
+    line = assert_one_line_error(producer.errors())
+    assert "queue 'task_queue' already exists with other settings" in line
+    assert "rabbitmqctl delete_queue task_queue" in line
+    assert local_broker.queue_counts()["task_queue"] == (1, 0), "the queued task is kept"

@@ -1,0 +1,60 @@
+"""How the broker spreads tasks over workers: round-robin, and fair dispatch with prefetch 1."""
+
+from __future__ import annotations
+
+import pika
+
+from tests.conftest import URL, consumer_count
+from virtual_lab.processes import LocalLab as Lab
+from virtual_lab.processes import done_seqs, received_seqs
+from workqueue.queues import Mode, declare, queue_spec
+from workqueue.tasks import task_properties
+
+
+def test_round_robin_noack_each_of_three_workers_does_three_of_nine(lab: Lab) -> None:
+    workers = lab.workers(3, "--mode", "noack", "--seconds-per-dot", "0")
+    assert consumer_count("hello") == 3
+
+    producer = lab.produce("9", "task", "--mode", "noack", "--url", URL)
+    assert producer.process.returncode == 0, producer.errors()
+
+    for worker in workers:
+        worker.wait_for(lambda w=worker: len(w.events("done")) >= 3, 20, "three tasks done")
+    done = done_seqs(workers)
+    assert sorted(done) == list(range(1, 10))
+    assert all(len(by) == 1 for by in done.values()), done
+    for worker in workers:
+        assert len(worker.events("done")) == 3, (worker.name, received_seqs(worker))
+        # Round-robin: a worker's tasks are every third one.
+        seqs = received_seqs(worker)
+        assert {seq % 3 for seq in seqs} == {seqs[0] % 3}, seqs
+
+
+def publish(bodies: list[str]) -> None:
+    """Publish tasks with chosen texts, the way the producer does (same queue, same properties)."""
+    spec = queue_spec(Mode.ACK)
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    channel = connection.channel()
+    declare(channel, spec)
+    for seq, body in enumerate(bodies, start=1):
+        properties = task_properties("fair", seq, len(bodies), persistent=True)
+        channel.basic_publish("", spec.name, body.encode(), properties)
+    connection.close()
+
+
+def test_fair_dispatch_prefetch_one_never_piles_tasks_on_a_busy_worker(lab: Lab) -> None:
+    workers = lab.workers(2, "--mode", "ack", "--prefetch", "1", "--seconds-per-dot", "0.1")
+    # Round-robin alone would give every long task to one worker and every short one to the other.
+    bodies = ["long......" if seq % 2 else "short" for seq in range(1, 9)]
+    publish(bodies)
+
+    for worker in workers:
+        worker.wait_for(lambda: len(done_seqs(workers)) == 8, 30, "all tasks done")
+    for worker in workers:
+        events = [e for e in worker.events() if e["event"] in ("received", "done")]
+        held = 0
+        for event in events:
+            held += 1 if event["event"] == "received" else -1
+            assert held <= 1, f"{worker.name} held two unacknowledged tasks: {events}"
+    long_tasks_by = {by[0] for seq, by in done_seqs(workers).items() if seq % 2}
+    assert long_tasks_by == {w.name for w in workers}, "long tasks were not shared"

@@ -1,0 +1,106 @@
+"""The worker and producer images: built with no registry, run as PID 1, secrets kept out of sight."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from docker.models.containers import Container
+
+from tests.conftest import delete_queues
+from virtual_lab import engine, images
+from workqueue.output import read_events
+
+USER = "wq-image-test"
+PASSWORD = "image-test-Secret-9f2"
+
+
+@pytest.fixture(scope="session")
+def client() -> docker.DockerClient:
+    return engine.ensure_engine()
+
+
+@pytest.fixture(scope="session")
+def built(client: docker.DockerClient) -> dict[str, str]:
+    return images.program_images(client)
+
+
+@pytest.fixture
+def broker_user(clean_broker: str) -> Iterator[str]:
+    """A dedicated broker user, made as the role makes one (the password never on a command line)."""
+    subprocess.run(["rabbitmqctl", "add_user", USER], input=PASSWORD + "\n", text=True, check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "set_permissions", USER, ".*", ".*", ".*"], check=True, capture_output=True)
+    yield USER
+    subprocess.run(["rabbitmqctl", "delete_user", USER], check=False, capture_output=True)
+    delete_queues()
+
+
+@pytest.mark.parametrize(
+    ("name", "usage"), [("workqueue-lab/worker", "usage: worker.py"), ("workqueue-lab/producer", "usage: new_task.py")]
+)
+def test_image_built_from_local_base_runs_help_as_non_root(
+    client: docker.DockerClient, built: dict[str, str], name: str, usage: str
+) -> None:
+    image = client.images.get(built[name])
+    assert image.attrs["Config"]["User"] not in ("", "root", "0")
+    labels = image.attrs["Config"]["Labels"]
+    assert labels["org.opencontainers.image.title"].startswith("workqueue-lab")
+    output = client.containers.run(built[name], ["--help"], remove=True).decode()
+    assert usage in output
+
+
+def logs(container: Container) -> tuple[str, list[dict]]:
+    out = container.logs(stdout=True, stderr=False).decode()
+    events = list(read_events(container.logs(stdout=False, stderr=True).decode().splitlines()))
+    return out, events
+
+
+def test_containers_do_the_tutorial_and_docker_stop_is_clean(
+    client: docker.DockerClient, built: dict[str, str], broker_user: str, tmp_path: Path
+) -> None:
+    secret = tmp_path / "amqp_password"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o644)
+    common = {
+        "network_mode": "host",
+        "environment": {
+            "AMQP_URL": f"amqp://{broker_user}@localhost:5672/%2F",
+            "AMQP_PASSWORD_FILE": "/run/secrets/amqp_password",
+            "SECONDS_PER_DOT": "0.1",
+        },
+        "volumes": {str(secret): {"bind": "/run/secrets/amqp_password", "mode": "ro"}},
+        "labels": {"workqueue-lab": "test"},
+    }
+    worker = client.containers.run(built["workqueue-lab/worker"], detach=True, name="wq-test-worker", **common)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(e["event"] == "consuming" for e in logs(worker)[1]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        producer = client.containers.run(built["workqueue-lab/producer"], ["3"], detach=True, **common)
+        assert producer.wait(timeout=60)["StatusCode"] == 0, producer.logs().decode()
+        producer.remove()
+
+        while len([e for e in logs(worker)[1] if e["event"] == "done"]) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        out, _ = logs(worker)
+        assert " [x] Received 'Hello World! #3 ...'" in out
+        assert " [x] Done #3" in out
+        assert worker.exec_run(["python", "/app/worker_image/healthcheck.py"]).exit_code == 0
+
+        started = time.monotonic()
+        worker.stop(timeout=10)
+        assert time.monotonic() - started < 5, "the worker must handle SIGTERM as PID 1"
+        worker.reload()
+        assert worker.attrs["State"]["ExitCode"] == 0
+        out, events = logs(worker)  # still readable after docker stop
+        assert [e["seq"] for e in events if e["event"] == "done"] == [1, 2, 3]
+        assert events[-1]["event"] == "worker_stopped"
+        assert PASSWORD not in json.dumps(worker.attrs)
+        assert PASSWORD not in out + json.dumps(events)
+    finally:
+        worker.remove(force=True)

@@ -1,0 +1,105 @@
+"""Pure logic: task texts, task-number lists, URLs, options from flags and the environment."""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from producer.new_task import seq_list
+from workqueue import cli
+from workqueue.connection import HEARTBEAT_SECONDS, broker_from_url
+from workqueue.output import read_events
+from workqueue.queues import Mode, queue_spec
+from workqueue.tasks import task_body, task_label, task_properties, work_seconds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_task_text_is_the_tutorials() -> None:
+    assert task_body(1) == "Hello World! #1 ."
+    assert task_body(3) == "Hello World! #3 ..."
+    assert task_body(2, "Resize image...") == "Resize image... #2"
+    assert work_seconds(task_body(3), 1.0) == 3.0
+    assert work_seconds(task_body(3), 0) == 0
+
+
+def test_task_properties_carry_run_seq_and_message_id() -> None:
+    label = task_label(task_properties("run-1", 7, 10, persistent=True))
+    assert (label.run_id, label.seq, label.message_id) == ("run-1", 7, "run-1.7")
+    assert task_properties("run-1", 7, 10, persistent=True).delivery_mode == 2
+    assert task_properties("run-1", 7, 10, persistent=False).delivery_mode == 1
+
+
+def test_seq_list_folds_runs() -> None:
+    assert seq_list([3, 7, 8, 9, 10, 12]) == "#3, #7-#10, #12"
+    assert seq_list([5]) == "#5"
+    assert seq_list([]) == ""
+
+
+def test_modes_declare_the_tutorials_queues() -> None:
+    assert queue_spec(Mode.NOACK).name == "hello"
+    assert not queue_spec(Mode.NOACK).durable
+    ack = queue_spec(Mode.ACK)
+    assert (ack.name, ack.durable, ack.persistent_messages) == ("task_queue", True, True)
+    assert "x-queue-type" not in ack.arguments
+    assert queue_spec(Mode.ACK, "quorum").arguments["x-queue-type"] == "quorum"
+    with pytest.raises(ValueError, match="unknown queue type"):
+        queue_spec(Mode.ACK, "stream")
+
+
+def test_url_sets_heartbeat_and_keeps_the_password_out_of_messages(tmp_path: Path) -> None:
+    broker = broker_from_url("amqp://alice:s3cret@broker.lab:5673/lab")
+    assert broker.parameters.heartbeat == HEARTBEAT_SECONDS
+    assert broker.where == "user 'alice' at broker.lab:5673, vhost 'lab'"
+    assert broker_from_url("amqp://a:b@h/%2F?heartbeat=5").parameters.heartbeat == 5
+    with pytest.raises(ValueError) as bad:
+        broker_from_url("http://alice:s3cret@broker.lab/")
+    assert "s3cret" not in str(bad.value)
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    assert broker_from_url("amqp://alice@h/", str(secret)).parameters.credentials.password == "from-file"
+
+
+def test_flag_wins_over_environment_which_wins_over_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = argparse.ArgumentParser()
+    monkeypatch.setenv("TASK_MODE", "noack")
+    assert cli.option(parser, "ack", "--mode", "TASK_MODE", cli.mode, Mode.ACK) is Mode.ACK
+    assert cli.option(parser, None, "--mode", "TASK_MODE", cli.mode, Mode.ACK) is Mode.NOACK
+    monkeypatch.delenv("TASK_MODE")
+    assert cli.option(parser, None, "--mode", "TASK_MODE", cli.mode, Mode.ACK) is Mode.ACK
+
+
+def test_read_events_skips_what_is_not_an_event() -> None:
+    lines = ['{"event":"done","seq":1}', "plain warning", "{not json", '{"no_event": 1}', '["list"]']
+    assert list(read_events(lines)) == [{"event": "done", "seq": 1}]
+
+
+def test_images_pin_the_same_pika_as_the_project() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    images = (ROOT / "workqueue" / "requirements.txt").read_text().split()
+    assert [pin for pin in project if pin.startswith("pika")] == images
+
+
+def test_url_without_password_needs_a_password_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="names user 'alice' but no password"):
+        broker_from_url("amqp://alice@h/")
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret")
+    assert broker_from_url("amqp://alice@h/", str(secret)).parameters.credentials.password == "s3cret"
+
+
+def test_events_are_valid_json_whatever_the_values() -> None:
+    import io
+
+    from workqueue.output import Output
+
+    events = io.StringIO()
+    out = Output({"program": "worker", "host": 'a"b\\c'}, io.StringIO(), events)
+    fields = {"seq": 3, "ok": True, "none": None, "f": 0.25, "text": 'é\n\t"x"', "seqs": [1, 2], "big": 10**20}
+    out.event("done", **fields)
+    out.flush()
+    [record] = list(read_events(events.getvalue().splitlines()))
+    assert record == {"event": "done", "ts": record["ts"], "program": "worker", "host": 'a"b\\c', **fields}

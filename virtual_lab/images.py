@@ -1,0 +1,217 @@
+"""Images built on this machine with no registry: Debian and Python bases, the worker and producer.
+
+Each image is tagged by a hash of its recipe (what goes into it), so a rebuild
+happens only when the recipe changes, and the ``:latest`` tag follows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import docker
+import docker.errors
+from docker.models.images import Image
+
+from virtual_lab.packages import SetupError, ensure_commands
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILES = Path(__file__).resolve().parent / "dockerfiles"
+WHEELHOUSE = ROOT / "build" / "wheelhouse"
+REQUIREMENTS = ROOT / "workqueue" / "requirements.txt"
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+PROJECT_LABEL = "workqueue-lab"
+RECIPE_LABEL = "workqueue-lab.recipe"
+SUITE = "bookworm"
+
+# As Debian's slim images do: no recommended extras, no manuals, docs (but copyrights) or translations;
+# apt keeps no downloaded packages (the file Docker's official images carry).
+SLIM_DPKG_OPTIONS = [
+    '--aptopt=APT::Install-Recommends "false"',
+    "--dpkgopt=path-exclude=/usr/share/man/*",
+    "--dpkgopt=path-exclude=/usr/share/doc/*",
+    "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+    "--dpkgopt=path-exclude=/usr/share/locale/*",
+    "--dpkgopt=path-exclude=/usr/share/info/*",
+]
+APT_NO_CACHE = (
+    'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/*.bin || true"; };\n'
+    'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";'
+)
+
+DEBIAN_IMAGE = "workqueue-lab/debian"
+PYTHON_IMAGE = "workqueue-lab/python"
+# The programs' images: what the roles ship to the lab hosts.
+PROGRAM_DOCKERFILES = {
+    "workqueue-lab/worker": "worker_image/Dockerfile",
+    "workqueue-lab/producer": "producer/Dockerfile",
+}
+
+
+def _digest(parts: Iterable[bytes]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:12]
+
+
+def _files(paths: Iterable[Path]) -> list[bytes]:
+    """Names and contents of files (folders walked in a stable order), for a recipe's hash."""
+    found: list[bytes] = []
+    for path in paths:
+        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for member in members:
+            if "__pycache__" in member.parts:
+                continue
+            found += [str(member.relative_to(ROOT)).encode(), member.read_bytes()]
+    return found
+
+
+def _existing(client: docker.DockerClient, name: str, recipe: str) -> Image | None:
+    try:
+        return client.images.get(f"{name}:{recipe}")
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _tag_latest(client: docker.DockerClient, image: Image, name: str) -> None:
+    """Point ``name:latest`` at the image, and drop the tags of recipes it replaces."""
+    image.tag(name, "latest")
+    for old in client.images.list(name=name, filters={"label": RECIPE_LABEL}):
+        for tag in old.tags:
+            if tag not in image.tags:
+                with contextlib.suppress(docker.errors.APIError):  # still used by a container: kept
+                    client.images.remove(tag, noprune=False)
+
+
+def _apt_sources() -> Path:
+    """The machine's own Debian sources, given to mmdebstrap as they are (no mirror is named here)."""
+    if APT_SOURCES.is_file():
+        return APT_SOURCES
+    raise SetupError(
+        f"no {APT_SOURCES}: building the Debian base needs this machine's Debian package sources "
+        "(or load a Debian 12 image yourself: docker load, then retag it as workqueue-lab/debian:latest)"
+    )
+
+
+def debian_base(client: docker.DockerClient) -> str:
+    """A Debian 12 base image made from Debian's packages (mmdebstrap), trusting this machine's CAs."""
+    sources = _apt_sources()
+    recipe_args = ["--variant=minbase", "--include=ca-certificates", *SLIM_DPKG_OPTIONS, SUITE]
+    recipe = _digest([" ".join(recipe_args).encode(), sources.read_bytes(), CA_BUNDLE.read_bytes()])
+    if _existing(client, DEBIAN_IMAGE, recipe) is None:
+        ensure_commands({"mmdebstrap": "mmdebstrap"})
+        print(f"building {DEBIAN_IMAGE}:{recipe} from Debian's packages (mmdebstrap, about a minute)...", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            tarball = Path(tmp) / "rootfs.tar"
+            # pip inside builds must trust what the host's pip trusts (a proxy's CA, for one);
+            # the copy under /usr/local/share survives update-ca-certificates.
+            trust = (
+                f'cp {CA_BUNDLE} "$1/etc/ssl/certs/ca-certificates.crt" && '
+                f'cp {CA_BUNDLE} "$1/usr/local/share/ca-certificates/host-bundle.crt" && '
+                f"printf '{APT_NO_CACHE}\\n' > \"$1/etc/apt/apt.conf.d/docker-clean\" && "
+                'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*'
+            )
+            command = [
+                "mmdebstrap",
+                "--quiet",
+                *recipe_args[:-1],
+                f"--customize-hook={trust}",
+                recipe_args[-1],
+                str(tarball),
+                str(sources),
+            ]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                tail = done.stderr.strip().splitlines()[-3:]
+                raise SetupError(f"mmdebstrap failed: {' / '.join(tail)}")
+            client.api.import_image_from_file(
+                str(tarball),
+                repository=DEBIAN_IMAGE,
+                tag=recipe,
+                changes=[f"LABEL {RECIPE_LABEL}={recipe} {PROJECT_LABEL}=base", 'CMD ["bash"]'],
+            )
+    image = client.images.get(f"{DEBIAN_IMAGE}:{recipe}")
+    _tag_latest(client, image, DEBIAN_IMAGE)
+    return f"{DEBIAN_IMAGE}:{recipe}"
+
+
+def build(
+    client: docker.DockerClient,
+    name: str,
+    dockerfile: Path,
+    context: Path,
+    buildargs: dict[str, str],
+    inputs: Iterable[Path],
+) -> str:
+    """Build an image unless one with the same recipe (Dockerfile, inputs, build args) exists."""
+    recipe = _digest([*_files([dockerfile, *inputs]), *(f"{k}={v}".encode() for k, v in sorted(buildargs.items()))])
+    if _existing(client, name, recipe) is None:
+        print(f"building {name}:{recipe}...", flush=True)
+        try:
+            client.images.build(
+                path=str(context),
+                dockerfile=str(dockerfile.relative_to(context)),
+                tag=f"{name}:{recipe}",
+                buildargs=buildargs,
+                labels={RECIPE_LABEL: recipe, PROJECT_LABEL: "image"},
+                rm=True,
+                forcerm=True,
+            )
+        except docker.errors.BuildError as exc:
+            lines = [str(chunk.get("stream", chunk.get("error", ""))).strip() for chunk in exc.build_log]
+            tail = [line for line in lines if line][-3:]
+            raise SetupError(f"building {name} failed: {' / '.join(tail)}") from None
+    _tag_latest(client, client.images.get(f"{name}:{recipe}"), name)
+    return f"{name}:{recipe}"
+
+
+def python_base(client: docker.DockerClient) -> str:
+    debian = debian_base(client)
+    dockerfile = DOCKERFILES / "python.Dockerfile"
+    return build(client, PYTHON_IMAGE, dockerfile, DOCKERFILES, {"DEBIAN_IMAGE": debian}, [])
+
+
+LAB_HOST_IMAGE = "workqueue-lab/lab-host"
+
+
+def lab_host_image(client: docker.DockerClient) -> str:
+    """A fresh Debian 12 lab machine: systemd, SSH, sudo, python3 (virtual_lab/dockerfiles/lab-host.Dockerfile)."""
+    debian = debian_base(client)
+    dockerfile = DOCKERFILES / "lab-host.Dockerfile"
+    inputs = [DOCKERFILES / "ssh-host-keys.service"]
+    return build(client, LAB_HOST_IMAGE, dockerfile, DOCKERFILES, {"DEBIAN_IMAGE": debian}, inputs)
+
+
+def ensure_wheelhouse() -> Path:
+    """The pinned Python packages of the images, as wheels, so builds need no package index."""
+    pins = [line.strip() for line in REQUIREMENTS.read_text().splitlines() if "==" in line]
+    wanted = [re.split(r"==", pin) for pin in pins]
+    have = all(any(WHEELHOUSE.glob(f"{name}-{version}-*.whl")) for name, version in wanted)
+    if not have:
+        WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:"]
+        command += ["--dest", str(WHEELHOUSE), "-r", str(REQUIREMENTS)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SetupError(f"pip download of the images' packages failed: {done.stderr.strip()[-300:]}")
+    return WHEELHOUSE
+
+
+def program_images(client: docker.DockerClient, base_image: str | None = None) -> dict[str, str]:
+    """Build the worker and producer images on a base (default: the local Python base)."""
+    base = base_image or os.environ.get("BASE_IMAGE") or python_base(client)
+    ensure_wheelhouse()
+    built = {}
+    for name, dockerfile in PROGRAM_DOCKERFILES.items():
+        inputs = [ROOT / "workqueue", ROOT / Path(dockerfile).parent, WHEELHOUSE, ROOT / ".dockerignore"]
+        built[name] = build(client, name, ROOT / dockerfile, ROOT, {"BASE_IMAGE": base}, inputs)
+    return built

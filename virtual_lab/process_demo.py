@@ -1,0 +1,118 @@
+"""The tutorial on this machine, as processes: a broker, three workers, a producer, one worker stopped.
+
+    python -m virtual_lab.process_demo [--seconds-per-dot S]
+
+Two rounds, the same ten tasks each: first in noack mode, where the stopped
+worker's tasks are lost; then in ack mode, where they are redelivered to the
+other workers. The workers' lines are shown live, then what became of each task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pika
+
+from virtual_lab import local_broker
+from virtual_lab.packages import SetupError
+from virtual_lab.processes import LocalLab, Program, done_seqs, received_seqs
+
+TASKS = 10
+QUEUES = ("hello", "task_queue", "task_queue.rejected")
+
+
+def follow(programs: list[Program], stop: threading.Event) -> None:
+    """Print the programs' lines as they come, each with its name."""
+    offsets = dict.fromkeys((p.name for p in programs), 0)
+    while not stop.is_set():
+        for program in programs:
+            lines = program.lines()
+            for line in lines[offsets[program.name] :]:
+                print(f"  {program.name:9} |{line}", flush=True)
+            offsets[program.name] = len(lines)
+        time.sleep(0.1)
+
+
+def fresh_queues() -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(local_broker.LOCAL_URL))
+    channel = connection.channel()
+    for name in QUEUES:
+        channel.queue_delete(name)
+    connection.close()
+
+
+def round_of(mode: str, seconds_per_dot: float, workdir: Path) -> None:
+    fresh_queues()
+    (workdir / mode).mkdir()
+    lab = LocalLab(workdir / mode)
+    stop = threading.Event()
+    workers = lab.workers(3, "--mode", mode, "--seconds-per-dot", str(seconds_per_dot))
+    viewer = threading.Thread(target=follow, args=(workers, stop), daemon=True)
+    viewer.start()
+    try:
+        producer = lab.produce(str(TASKS), "--mode", mode, "--url", local_broker.LOCAL_URL)
+        print(f"  producer  |{producer.lines()[-1]}", flush=True)
+        victim = workers[1]
+        victim.wait_for_event("done", timeout=60)
+        print(f"\n  >>> stopping {victim.name} (SIGTERM, what docker stop sends) while it holds tasks\n", flush=True)
+        victim.signal(signal.SIGTERM)
+        victim.wait(timeout=10)
+        survivors = [w for w in workers if w is not victim]
+
+        def finished() -> bool:
+            if mode == "ack":  # every task, the redelivered ones included
+                return set(done_seqs(workers)) == set(range(1, TASKS + 1))
+            return all(len(w.events("done")) == len(w.events("received")) for w in survivors)
+
+        survivors[0].wait_for(finished, TASKS * TASKS * seconds_per_dot + 30, "the tasks finished")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        viewer.join()
+        lab.stop_all()
+    summarize(mode, workers, victim)
+
+
+def summarize(mode: str, workers: list[Program], victim: Program) -> None:
+    done = done_seqs(workers)
+    lost = sorted(set(range(1, TASKS + 1)) - set(done))
+    print(f"\n  {mode} mode: what became of the {TASKS} tasks")
+    for worker in workers:
+        redelivered = [e["seq"] for e in worker.events("received") if e["redelivered"]]
+        note = " (stopped)" if worker is victim else ""
+        again = f", redelivered to it: {redelivered}" if redelivered else ""
+        mine = [seq for seq, by in done.items() if worker.name in by]
+        print(f"    {worker.name}{note}: received {received_seqs(worker)}, done {sorted(mine)}{again}")
+    verdict = f"{len(done)} done, {len(lost)} lost"
+    if lost:
+        verdict += f" ({', '.join(f'#{s}' for s in lost)}: dispatched to {victim.name}, which was stopped)"
+    print(f"    => {TASKS} sent, {verdict}\n", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m virtual_lab.process_demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds-per-dot", type=float, default=0.3, help="work per dot (default 0.3 s)")
+    args = parser.parse_args()
+    try:
+        local_broker.ensure_broker()
+    except SetupError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, lesson in [
+            ("noack", "noack: each task is acknowledged as soon as it is delivered"),
+            ("ack", "ack: durable queue, persistent tasks, acknowledged after the work"),
+        ]:
+            print(f"=== {lesson}\n", flush=True)
+            round_of(mode, args.seconds_per_dot, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Consume tasks from the work queue: the tutorial's worker.py, made robust.
+
+    python worker_image/worker.py [--mode ack|noack] [--prefetch N] [--seconds-per-dot S] [--url URL]
+
+Each dot in a task is ``--seconds-per-dot`` seconds of work. The connection's
+I/O (heartbeats included) stays on the main thread while a second thread does
+the work, so that a long task does not starve the heartbeats; the work thread
+hands acknowledgements back with ``add_callback_threadsafe``, as pika requires.
+
+SIGTERM (``docker stop``) and SIGINT stop the worker at once: the task in hand
+is not finished and, in ack mode, not acknowledged, so the broker gives it to
+another worker; in noack mode it and every task waiting in this worker are lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+if __package__ in (None, ""):  # run as a script from a checkout or the image
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pika
+import pika.exceptions
+import pika.spec
+from pika.adapters.blocking_connection import BlockingChannel
+
+from workqueue import cli
+from workqueue.connection import connect, describe
+from workqueue.output import Output
+from workqueue.queues import Mode, declare
+from workqueue.tasks import TaskLabel, task_label, work_seconds
+
+PROG = "worker.py"
+# How long the I/O loop waits before it looks at the stop flag again.
+POLL_SECONDS = 0.2
+HEALTH_TOUCH_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    options: cli.BrokerOptions
+    prefetch: int
+    seconds_per_dot: float
+    host: str
+    name: str
+    health_file: Path | None
+
+    @property
+    def ack(self) -> bool:
+        return self.options.mode is Mode.ACK
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A task in this worker's hands, from its arrival until it is done or given up."""
+
+    channel: BlockingChannel
+    tag: int
+    label: TaskLabel
+    body: str
+    # Set when the task must not be finished: the worker is stopping or, in
+    # ack mode, the connection it came on is gone (the broker redelivers it).
+    cancelled: threading.Event
+
+    def fields(self) -> dict[str, object]:
+        return {"run_id": self.label.run_id, "seq": self.label.seq, "message_id": self.label.message_id}
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, out: Output) -> None:
+        self.config = config
+        self.out = out
+        self._stop_signal: str | None = None  # written by the signal handler, read by the I/O loop
+        self._inbox: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
+        # Tasks handed to the work thread and not yet finished: while there are
+        # any, a new task must queue behind them, whatever its length.
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._work_thread = threading.Thread(target=self._work_loop, name="work", daemon=True)
+        self._health_touched = 0.0
+
+    # --- signals: set a flag only; pika must not be called from a handler (pika#686)
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_signal = signal.Signals(signum).name
+
+    def _stopping(self) -> bool:
+        return self._stop_signal is not None
+
+    # --- the I/O thread
+    def run(self) -> int:
+        options = self.config.options
+        self.out.event("worker_started", mode=options.mode.value, queue=options.queue.name, prefetch=self._prefetch())
+        self._work_thread.start()
+        try:
+            first = True
+            while not self._stopping():
+                connection = connect(options.broker, options.connect_timeout, self._stopping, self._retrying)
+                if connection is None:
+                    break
+                try:
+                    self._consume(connection, first)
+                except pika.exceptions.AMQPConnectionError as exc:
+                    self._connection_lost(describe(exc))
+                first = False
+        finally:
+            self._finish_work()
+        self.out.say(f" [*] Stopped ({self._stop_signal})")
+        self.out.event("worker_stopped", signal=self._stop_signal)
+        return 0
+
+    def _prefetch(self) -> int | None:
+        return self.config.prefetch if self.config.ack else None
+
+    def _retrying(self, reason: str, delay: float) -> None:
+        self.out.warn(f" [!] broker not answering ({reason}); retrying in {delay:g} s")
+
+    def _consume(self, connection: pika.BlockingConnection, first: bool) -> None:
+        spec = self.config.options.queue
+        channel = connection.channel()
+        declare(channel, spec)
+        if self.config.ack:
+            channel.basic_qos(prefetch_count=self.config.prefetch)
+        channel.basic_consume(spec.name, self._on_message, auto_ack=not self.config.ack)
+        self.out.say(" [*] Waiting for messages. To exit press CTRL+C" if first else " [*] Reconnected")
+        self.out.event("consuming", queue=spec.name)
+        while not self._stopping():
+            connection.process_data_events(time_limit=POLL_SECONDS)
+            self.out.flush()
+            self._touch_health()
+        self._cancel.set()
+        self._finish_work()
+        # Acknowledgements of tasks finished just before the stop are still queued as callbacks.
+        connection.process_data_events(time_limit=0)
+        connection.close()
+
+    def _on_message(
+        self,
+        channel: BlockingChannel,
+        method: pika.spec.Basic.Deliver,
+        properties: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        label = task_label(properties)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        if not text:
+            self._reject(channel, method.delivery_tag, label, "not UTF-8" if body else "empty", len(body))
+            return
+        again = " (redelivered)" if method.redelivered else ""
+        self.out.say(f" [x] Received {text!r}{again}")
+        delivery = Delivery(channel, method.delivery_tag, label, text, self._cancel)
+        self.out.event("received", **delivery.fields(), redelivered=method.redelivered)
+        seconds = work_seconds(text, self.config.seconds_per_dot)
+        with self._pending_lock:
+            # No work to wait for and nothing ahead of it: finish it here, on the
+            # I/O thread. A hand-off to the work thread only pays where work is long.
+            inline = seconds == 0 and self._pending == 0
+            if not inline:
+                self._pending += 1
+        if inline:
+            self._finish(delivery, seconds, on_io_thread=True)
+        else:
+            self._inbox.put(delivery)
+
+    def _reject(self, channel: BlockingChannel, tag: int, label: TaskLabel, why: str, size: int) -> None:
+        spec = self.config.options.queue
+        if self.config.ack:
+            channel.basic_reject(tag, requeue=False)
+            where = f"moved to '{spec.dead_letter_queue}'"
+        else:
+            where = "dropped"
+        self.out.say(f" [!] Rejected task {label.number}: its body is {why} ({size} bytes); {where}")
+        self.out.event("rejected", run_id=label.run_id, seq=label.seq, message_id=label.message_id, reason=why)
+
+    def _connection_lost(self, reason: str) -> None:
+        self.out.warn(f" [!] connection lost ({reason}); reconnecting")
+        self.out.event("connection_lost", reason=reason)
+        if self.config.ack:
+            # Unacknowledged tasks of the lost connection go back to the queue
+            # and are redelivered: finishing them here would do them twice.
+            self._cancel.set()
+            self._cancel = threading.Event()
+
+    def _finish_work(self) -> None:
+        """Let the work thread give up what it holds and end (idempotent)."""
+        if self._work_thread.is_alive():
+            self._cancel.set()
+            self._inbox.put(None)
+            self._work_thread.join(timeout=5)
+        self.out.flush()
+
+    def _touch_health(self) -> None:
+        health = self.config.health_file
+        now = time.monotonic()
+        if health is None or now - self._health_touched < HEALTH_TOUCH_SECONDS:
+            return
+        with contextlib.suppress(OSError):  # the health check reports it; the work goes on
+            health.touch()
+        self._health_touched = now
+
+    # --- the work thread
+    def _work_loop(self) -> None:
+        while (delivery := self._inbox.get()) is not None:
+            seconds = work_seconds(delivery.body, self.config.seconds_per_dot)
+            if delivery.cancelled.wait(seconds):
+                self._abandon(delivery)
+            else:
+                self._finish(delivery, seconds, on_io_thread=False)
+            with self._pending_lock:
+                self._pending -= 1
+
+    def _finish(self, delivery: Delivery, seconds: float, on_io_thread: bool) -> None:
+        # Acknowledge first: the broker's next delivery then overlaps with our
+        # output (which is buffered, so writing it first would guarantee nothing).
+        if self.config.ack:
+            if on_io_thread:
+                delivery.channel.basic_ack(delivery.tag)
+            else:
+                self._ack_from_work_thread(delivery)
+        self.out.say(f" [x] Done {delivery.label.number}")
+        self.out.event("done", **delivery.fields(), work_seconds=round(seconds, 3))
+
+    def _ack_from_work_thread(self, delivery: Delivery) -> None:
+        def ack() -> None:
+            if delivery.channel.is_open:
+                delivery.channel.basic_ack(delivery.tag)
+
+        with contextlib.suppress(pika.exceptions.AMQPError):  # connection gone: the broker redelivers
+            delivery.channel.connection.add_callback_threadsafe(ack)
+
+    def _abandon(self, delivery: Delivery) -> None:
+        if self.config.ack:
+            fate, line = "requeued", "not acknowledged: the broker gives it to another worker"
+        else:
+            fate, line = "lost", "lost: it was acknowledged on arrival (noack mode)"
+        self.out.say(f" [!] Not finished {delivery.label.number}: {line}")
+        self.out.event("abandoned", **delivery.fields(), fate=fate)
+
+
+def parse_args(argv: list[str] | None) -> WorkerConfig:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    cli.add_broker_options(parser)
+    parser.add_argument("--prefetch", help="ack mode: unacknowledged tasks a worker may hold (env PREFETCH; default 1)")
+    parser.add_argument("--seconds-per-dot", help="seconds of work per dot (env SECONDS_PER_DOT; default 1.0)")
+    parser.add_argument("--name", help="this worker's name in events (env WORKER_NAME; default: the hostname)")
+    args = parser.parse_args(argv)
+    options = cli.resolve_broker_options(parser, args)
+    prefetch = cli.option(parser, args.prefetch, "--prefetch", "PREFETCH", cli.positive_int, 1)
+    seconds = cli.option(
+        parser, args.seconds_per_dot, "--seconds-per-dot", "SECONDS_PER_DOT", cli.non_negative_float, 1.0
+    )
+    name = cli.option(parser, args.name, "--name", "WORKER_NAME", str, socket.gethostname())
+    if options.mode is Mode.NOACK and args.prefetch is not None:
+        print(
+            f"{PROG}: note: --prefetch is ignored in noack mode (the broker pushes every task at once)", file=sys.stderr
+        )
+    host = os.environ.get("WORKER_HOST") or socket.gethostname()
+    health = os.environ.get("HEALTH_FILE")
+    return WorkerConfig(options, prefetch, seconds, host, name, Path(health) if health else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    out = Output({"program": "worker", "host": config.host, "worker": config.name})
+    worker = Worker(config, out)
+    signal.signal(signal.SIGTERM, worker.request_stop)
+    signal.signal(signal.SIGINT, worker.request_stop)
+    return worker.run()
+
+
+if __name__ == "__main__":
+    cli.run(PROG, main)

@@ -1,0 +1,112 @@
+"""What the programs print: the tutorial's lines for people, JSON events for reports.
+
+People read standard output (` [x] Received ...`, ` [x] Done #3`). Reports read
+standard error, where every event is one JSON object on one line with an
+``event`` key; other lines there are plain messages and warnings. Both streams
+end up in ``docker logs``, which keeps them after ``docker stop``.
+
+Writes are buffered and flushed at the end of each burst of work (``flush``)
+and at least every ``FLUSH_INTERVAL`` seconds while a burst lasts, so that
+output stays live for a person without costing a system call per line when
+thousands of tasks a second go by.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
+
+FLUSH_INTERVAL = 0.2
+
+
+_encode_string = json.encoder.encode_basestring  # C-accelerated
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, str):
+        return _encode_string(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float) and math.isfinite(value):
+        return repr(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _buffered(stream: TextIO) -> TextIO:
+    """A buffered text stream over the same file descriptor, whatever PYTHONUNBUFFERED says."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return stream  # a test's StringIO: already in memory
+    raw = open(fd, "wb", buffering=1 << 16, closefd=False)  # noqa: SIM115 - lives as long as the process
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", write_through=False)
+
+
+class Output:
+    """Thread-safe writer of people's lines and report events."""
+
+    def __init__(self, source: dict[str, Any], people: TextIO | None = None, events: TextIO | None = None) -> None:
+        # ``source`` names who speaks (program, host, worker); it goes into every event.
+        self._source_json = "".join(f',"{key}":{_json_value(value)}' for key, value in source.items())
+        # The given streams are kept: their file descriptors must stay open under the buffers.
+        self._streams = (people or sys.stdout, events or sys.stderr)
+        self._people = _buffered(self._streams[0])
+        self._events = _buffered(self._streams[1])
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+
+    def say(self, line: str) -> None:
+        with self._lock:
+            self._people.write(line + "\n")
+            self._maybe_flush()
+
+    def warn(self, line: str) -> None:
+        """A plain message for people, on the error stream, flushed at once."""
+        with self._lock:
+            self._events.write(line + "\n")
+            self._flush()
+
+    def event(self, kind: str, **fields: Any) -> None:
+        # Hand-made JSON: json.dumps was half of a worker's own cost per task.
+        parts = [f'{{"event":"{kind}","ts":{time.time():.3f}', self._source_json]
+        parts += [f',"{key}":{_json_value(value)}' for key, value in fields.items()]
+        parts.append("}\n")
+        line = "".join(parts)
+        with self._lock:
+            self._events.write(line)
+            self._maybe_flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._people.flush()
+        self._events.flush()
+        self._last_flush = time.monotonic()
+
+
+def read_events(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The events among a program's output lines (``docker logs``); other lines are skipped."""
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("event"), str):
+            yield record

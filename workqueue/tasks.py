@@ -1,0 +1,76 @@
+"""A task: its text, the AMQP properties that identify it, and the work it asks for.
+
+As in the tutorial, every dot in a task's text is a second of work. The
+producer stamps each task with its run, its sequence number and a message id
+so that a report can follow each one from producer to worker.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import pika
+
+DEFAULT_MESSAGE = "Hello World!"
+PERSISTENT = pika.DeliveryMode.Persistent
+TRANSIENT = pika.DeliveryMode.Transient
+
+
+def task_body(seq: int, message: str | None = None) -> str:
+    """Task ``seq``: ``Hello World! #3 ...`` by default, else ``MESSAGE #3``."""
+    if message is None:
+        return f"{DEFAULT_MESSAGE} #{seq} {'.' * seq}"
+    return f"{message} #{seq}"
+
+
+def work_seconds(body: str, seconds_per_dot: float) -> float:
+    return body.count(".") * seconds_per_dot
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique enough for a lab: ``20261126-230501-3fa2``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def message_id(run_id: str, seq: int) -> str:
+    return f"{run_id}.{seq}"
+
+
+def task_properties(run_id: str, seq: int, count: int, persistent: bool) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type="text/plain",
+        content_encoding="utf-8",
+        delivery_mode=PERSISTENT if persistent else TRANSIENT,
+        message_id=message_id(run_id, seq),
+        timestamp=int(time.time()),
+        headers={"run_id": run_id, "seq": seq, "count": count},
+    )
+
+
+@dataclass(frozen=True)
+class TaskLabel:
+    """What identifies a task; empty for tasks from other producers."""
+
+    run_id: str | None
+    seq: int | None
+    message_id: str | None
+
+    @property
+    def number(self) -> str:
+        return f"#{self.seq}" if self.seq is not None else "(unnumbered)"
+
+
+def task_label(properties: pika.BasicProperties) -> TaskLabel:
+    """Read a task's label; tolerant of messages sent by other tools."""
+    headers = properties.headers if isinstance(properties.headers, dict) else {}
+    seq = headers.get("seq")
+    run_id = headers.get("run_id")
+    if isinstance(run_id, bytes):
+        run_id = run_id.decode("utf-8", "replace")
+    return TaskLabel(
+        run_id=run_id if isinstance(run_id, str) else None,
+        seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+        message_id=properties.message_id,
+    )

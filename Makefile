@@ -6,13 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv demo test lint unit broker engine images wheelhouse bench clean
+.PHONY: help venv demo test lint broker engine images bench lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    run the tutorial: a broker, three workers, a producer, one worker stopped mid-run"
 	@echo "make test    lint and run every test (installs RabbitMQ, Docker and the images if needed)"
 	@echo "make images  build the worker and producer images with no registry"
 	@echo "make bench   compare the worker and producer with bare pika loops"
+	@echo "make lab-up [HOSTS=5]  a virtual lab: Debian hosts with systemd and SSH (lab-down, lab-status)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
@@ -44,6 +45,17 @@ lint: venv
 
 test: lint broker images
 	$(VENV)/bin/pytest
+
+HOSTS ?= 5
+
+lab-up: venv
+	$(PY) -m virtual_lab up --hosts '$(HOSTS)'
+
+lab-down: venv
+	$(PY) -m virtual_lab down
+
+lab-status: venv
+	$(PY) -m virtual_lab status
 
 bench: broker
 	$(PY) bench/throughput.py

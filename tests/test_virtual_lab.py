@@ -1,0 +1,134 @@
+"""The virtual lab: hosts like fresh lab machines, reached over real SSH, made and removed cleanly.
+
+These tests use a lab of their own (testlab1.., 10.210.1.0/24), never the one `make lab-up` made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from virtual_lab import engine, hosts
+from virtual_lab.hosts import LAB_LABEL, TEST_LAB, Host
+
+ANSIBLE = Path(sys.executable).parent / "ansible"
+
+
+@pytest.fixture(scope="module")
+def client() -> docker.DockerClient:
+    return engine.ensure_engine()
+
+
+@pytest.fixture(scope="module")
+def lab(client: docker.DockerClient) -> Iterator[list[Host]]:
+    hosts.down(client, TEST_LAB)
+    yield hosts.up(client, 3, TEST_LAB)
+    hosts.down(client, TEST_LAB)
+
+
+def ansible(module: str, args: str = "", become: bool = False) -> dict[str, dict]:
+    """Run an ad-hoc module on every host over SSH; host -> its result."""
+    command = [str(ANSIBLE), "all", "-i", str(TEST_LAB.inventory), "-m", module]
+    command += ["-a", args] if args else []
+    command += ["--become"] if become else []
+    env = {**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "true", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env)
+    return json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"]
+
+
+def ssh(host: Host, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        hosts.ssh_command(TEST_LAB, host.address, command), capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_every_host_answers_ansible_over_ssh_with_become(lab: list[Host]) -> None:
+    results = ansible("ansible.builtin.command", "id -un", become=True)
+    assert sorted(results) == [h.name for h in lab]
+    assert all(r.get("rc") == 0 and r["stdout"] == "root" for r in results.values()), results
+
+
+def test_hostnames_addresses_and_groups_are_as_the_inventory_says(lab: list[Host]) -> None:
+    results = ansible("ansible.builtin.setup", "filter=ansible_hostname,ansible_default_ipv4")
+    for host in lab:
+        facts = results[host.name]["ansible_facts"]
+        assert facts["ansible_hostname"] == host.name
+        assert facts["ansible_default_ipv4"]["address"] == host.address
+    assert [h.groups for h in lab] == [("broker",), ("workers",), ("producer",)]
+
+
+def test_hosts_reach_each_other_by_address_and_name(lab: list[Host]) -> None:
+    broker, worker, producer = lab
+    for source, target in [(worker, broker), (producer, broker), (broker, worker)]:
+        assert ssh(source, f"ping -c 1 -W 2 {target.address}").returncode == 0
+        resolved = ssh(source, f"getent hosts {target.name}").stdout.split()
+        assert resolved[:1] == [target.address]
+
+
+def test_hosts_are_fresh_machines_with_only_systemd_and_ssh(lab: list[Host]) -> None:
+    for host in lab:
+        assert ssh(host, "systemctl is-system-running").stdout.strip() == "running"
+        services = ssh(host, "systemctl list-units --type=service --state=running --no-legend --plain").stdout
+        running = {line.split()[0] for line in services.splitlines() if line.strip()}
+        assert running <= {"dbus.service", "ssh.service", "systemd-journald.service", "systemd-logind.service"}
+        assert "ssh.service" in running
+        assert ssh(host, "command -v docker || command -v rabbitmq-server").returncode == 1
+        settings = ssh(host, "sudo sshd -T").stdout
+        assert "passwordauthentication no" in settings and "permitrootlogin no" in settings
+
+
+def test_each_host_has_its_own_ssh_host_key(lab: list[Host]) -> None:
+    keys = {ssh(h, "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1] for h in lab}
+    assert len(keys) == len(lab)
+
+
+def test_up_again_gives_the_same_lab(client: docker.DockerClient, lab: list[Host]) -> None:
+    before = {c.name: c.id for c in client.containers.list(filters={"label": f"{LAB_LABEL}={TEST_LAB.name}"})}
+    assert hosts.up(client, 3, TEST_LAB) == lab
+    after = {c.name: c.id for c in client.containers.list(filters={"label": f"{LAB_LABEL}={TEST_LAB.name}"})}
+    assert after == before
+
+
+def test_up_repairs_a_host_removed_by_hand(client: docker.DockerClient, lab: list[Host]) -> None:
+    client.containers.get(lab[1].name).remove(force=True)
+    hosts.up(client, 3, TEST_LAB)
+    assert ssh(lab[1], "hostname").stdout.strip() == lab[1].name
+
+
+def test_a_stopped_host_is_down_until_started(client: docker.DockerClient, lab: list[Host]) -> None:
+    container = client.containers.get(lab[1].name)
+    container.stop(timeout=10)
+    assert not hosts.ssh_answers(TEST_LAB, lab[1].address)
+    states = {s.name: (s.state, s.ssh) for s in hosts.status(client, TEST_LAB)}
+    assert states[lab[1].name] == ("exited", False)
+    container.start()
+    hosts.up(client, 3, TEST_LAB)  # waits for SSH
+    assert hosts.ssh_answers(TEST_LAB, lab[1].address)
+
+
+@pytest.mark.parametrize(("count", "message"), [("abc", "HOSTS must be a whole number"), ("1", "a lab needs 2 to 20")])
+def test_bad_host_counts_fail_before_anything_is_made(client: docker.DockerClient, count: str, message: str) -> None:
+    before = len(client.containers.list(all=True))
+    done = subprocess.run(
+        [sys.executable, "-m", "virtual_lab", "up", "--hosts", count], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(client.containers.list(all=True)) == before
+
+
+def test_down_leaves_nothing_of_the_lab(client: docker.DockerClient, lab: list[Host]) -> None:
+    hosts.down(client, TEST_LAB)
+    selector = {"label": f"{LAB_LABEL}={TEST_LAB.name}"}
+    assert client.containers.list(all=True, filters=selector) == []
+    assert client.networks.list(filters=selector) == []
+    assert client.volumes.list(filters=selector) == []
+    assert not TEST_LAB.key.exists() and not TEST_LAB.inventory.exists()
+    assert hosts.down(client, TEST_LAB) == [], "down on no lab does nothing"

@@ -1,0 +1,348 @@
+"""The virtual lab: Debian hosts as containers, each with its own address, systemd and SSH.
+
+Everything the lab makes (containers, network, volumes) carries the label
+``LAB_LABEL``; ``down`` removes what carries it, and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+import yaml
+from docker.models.containers import Container
+
+from virtual_lab import images
+from virtual_lab.packages import ensure_commands
+
+ROOT = images.ROOT
+LAB_LABEL = "workqueue-lab.virtual-lab"  # its value: the lab's name
+FIRST_ADDRESS = 11
+MIN_HOSTS = 2
+MAX_HOSTS = 20
+DEFAULT_HOSTS = 5
+# Kept across labs (like build/wheelhouse): each host still installs its own
+# packages, but each is downloaded once. `make clean` removes it.
+APT_CACHE = ROOT / "build" / "apt-cache"
+SSH_OPTIONS = [
+    "-o", "BatchMode=yes",
+    "-o", "StrictHostKeyChecking=no",  # a throwaway lab: its hosts get new keys every time
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+]  # fmt: skip
+BOOT_TIMEOUT = 90.0
+
+
+class LabError(Exception):
+    """A lab that cannot be made as asked; says what to do."""
+
+
+@dataclass(frozen=True)
+class Lab:
+    """Which lab: the one `make lab-up` makes, or the tests' own, which never touches it."""
+
+    name: str = "lab"
+    # Outside Docker's default address pools (172.17-31.x.x, 192.168.x.x): the
+    # Docker engine inside each host takes 172.17.0.0/16 and can never collide.
+    subnet_prefix: str = "10.210.0"
+
+    @property
+    def network(self) -> str:
+        return f"workqueue-{self.name}"
+
+    @property
+    def key(self) -> Path:
+        return ROOT / "build" / self.name / "id_ed25519"
+
+    @property
+    def inventory(self) -> Path:
+        """The generated inventory: inventory/virtual/ for the lab people use."""
+        folder = ROOT / "inventory" / "virtual" if self.name == "lab" else ROOT / "build" / self.name / "inventory"
+        return folder / "hosts.yml"
+
+    def made_files(self) -> list[Path]:
+        return [self.key.parent, self.inventory.parent]
+
+
+DEFAULT_LAB = Lab()
+TEST_LAB = Lab(name="testlab", subnet_prefix="10.210.1")
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    groups: tuple[str, ...]
+
+
+def plan(count: int, lab: Lab = DEFAULT_LAB) -> list[Host]:
+    """The hosts of a lab of ``count``: lab1 the broker, the last the producer, workers between.
+
+    Addresses start at .11 of the lab's /24; the gateway (this machine) is .1.
+
+    With two hosts the producer shares the broker's host: a worker host of its
+    own matters more to the lesson than a producer host of its own.
+    """
+    if not MIN_HOSTS <= count <= MAX_HOSTS:
+        raise LabError(
+            f"a lab needs {MIN_HOSTS} to {MAX_HOSTS} hosts (one broker host, at least one worker host), not {count}"
+        )
+    hosts = []
+    for index in range(count):
+        if index == 0:
+            groups: tuple[str, ...] = ("broker", "producer") if count == 2 else ("broker",)
+        elif index == count - 1 and count > 2:
+            groups = ("producer",)
+        else:
+            groups = ("workers",)
+        hosts.append(Host(f"{lab.name}{index + 1}", f"{lab.subnet_prefix}.{FIRST_ADDRESS + index}", groups))
+    return hosts
+
+
+def parse_count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise LabError(f"HOSTS must be a whole number of hosts ({MIN_HOSTS} to {MAX_HOSTS}), not {text!r}") from None
+
+
+# --- making the lab
+
+
+def up(client: docker.DockerClient, count: int, lab: Lab = DEFAULT_LAB) -> list[Host]:
+    """Make the lab of ``count`` hosts, or bring an existing one to that shape (idempotent)."""
+    hosts = plan(count, lab)
+    ensure_commands({"ssh": "openssh-client", "ssh-keygen": "openssh-client"})
+    image = images.lab_host_image(client)
+    _ensure_key(lab)
+    _ensure_network(client, lab)
+    APT_CACHE.mkdir(parents=True, exist_ok=True)
+    wanted = {host.name for host in hosts}
+    for container in _containers(client, lab):
+        if container.name not in wanted:
+            container.remove(force=True, v=False)
+    for host in hosts:
+        _ensure_host(client, lab, host, image)
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        list(pool.map(lambda host: _await_ssh(lab, host), hosts))
+    _write_inventory(lab, hosts)
+    return hosts
+
+
+def _labels(lab: Lab, kind: str) -> dict[str, str]:
+    return {LAB_LABEL: lab.name, "workqueue-lab.kind": kind}
+
+
+def _selector(lab: Lab) -> dict[str, str]:
+    return {"label": f"{LAB_LABEL}={lab.name}"}
+
+
+def _ensure_key(lab: Lab) -> None:
+    if lab.key.exists() and lab.key.with_suffix(".pub").exists():
+        return
+    lab.key.parent.mkdir(parents=True, exist_ok=True)
+    lab.key.unlink(missing_ok=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"workqueue-lab {lab.name}", "-f", str(lab.key)],
+        check=True,
+    )
+
+
+def _ensure_network(client: docker.DockerClient, lab: Lab) -> None:
+    for network in client.networks.list(names=[lab.network]):
+        if network.attrs["Labels"].get(LAB_LABEL) == lab.name:
+            return
+        raise LabError(f"a Docker network named {lab.network} exists and is not the lab's: remove or rename it")
+    subnet = f"{lab.subnet_prefix}.0/24"
+    ipam = docker.types.IPAMConfig(
+        pool_configs=[docker.types.IPAMPool(subnet=subnet, gateway=f"{lab.subnet_prefix}.1")]
+    )
+    try:
+        client.networks.create(lab.network, driver="bridge", ipam=ipam, labels=_labels(lab, "network"))
+    except docker.errors.APIError as exc:
+        raise LabError(f"cannot make the lab network {subnet}: {exc.explanation}") from None
+
+
+def _ensure_host(client: docker.DockerClient, lab: Lab, host: Host, image: str) -> None:
+    try:
+        container = client.containers.get(host.name)
+    except docker.errors.NotFound:
+        container = None
+    if container is not None:
+        if container.labels.get(LAB_LABEL) != lab.name:
+            raise LabError(f"a container named {host.name} exists and is not the lab's: remove or rename it")
+        if _matches(container, lab, host, image):
+            if container.status != "running":
+                container.start()
+            return
+        container.remove(force=True, v=False)  # a host of an older recipe or shape: made anew
+    volume = f"workqueue-{host.name}-docker"
+    if not any(v.name == volume for v in client.volumes.list(filters={"name": volume})):
+        client.volumes.create(volume, labels=_labels(lab, "docker-data"))
+    # What systemd, and a Docker engine inside, need here (see LAB_NOTES): --privileged is refused.
+    host_config = client.api.create_host_config(
+        cap_add=["ALL"],
+        cap_drop=["SYS_RESOURCE"],
+        security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+        device_cgroup_rules=["a *:* rwm"],
+        cgroupns="host",
+        tmpfs={"/run": "", "/run/lock": ""},
+        binds={
+            "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+            volume: {"bind": "/var/lib/docker", "mode": "rw"},  # overlay2 inside, not vfs
+            str(lab.key.with_suffix(".pub")): {"bind": "/home/lab/.ssh/authorized_keys", "mode": "ro"},
+            str(APT_CACHE): {"bind": "/var/cache/apt/archives", "mode": "rw"},
+        },
+    )
+    # `--security-opt systempaths=unconfined` is the CLI's word for these two; the API takes them as they are.
+    host_config["MaskedPaths"] = []
+    host_config["ReadonlyPaths"] = []
+    endpoint = client.api.create_endpoint_config(ipv4_address=host.address)
+    labels = _labels(lab, "host") | {"workqueue-lab.groups": ",".join(host.groups), "workqueue-lab.image": image}
+    created = client.api.create_container(
+        image,
+        name=host.name,
+        hostname=host.name,
+        detach=True,
+        labels=labels,
+        host_config=host_config,
+        networking_config=client.api.create_networking_config({lab.network: endpoint}),
+    )
+    client.api.start(created["Id"])
+
+
+def _matches(container: Container, lab: Lab, host: Host, image: str) -> bool:
+    networks = container.attrs["NetworkSettings"]["Networks"]
+    address = networks.get(lab.network, {}).get("IPAMConfig") or {}
+    return container.labels.get("workqueue-lab.image") == image and address.get("IPv4Address") == host.address
+
+
+def ssh_command(lab: Lab, address: str, *command: str) -> list[str]:
+    return ["ssh", "-i", str(lab.key), *SSH_OPTIONS, "-o", "ConnectTimeout=3", f"lab@{address}", *command]
+
+
+def ssh_answers(lab: Lab, address: str) -> bool:
+    done = subprocess.run(ssh_command(lab, address, "true"), capture_output=True, timeout=15, check=False)
+    return done.returncode == 0
+
+
+def _await_ssh(lab: Lab, host: Host) -> None:
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while time.monotonic() < deadline:
+        if ssh_answers(lab, host.address):
+            return
+        time.sleep(0.5)
+    raise LabError(f"{host.name} ({host.address}) gave no SSH within {BOOT_TIMEOUT:g} s: see docker logs {host.name}")
+
+
+def _write_inventory(lab: Lab, hosts: list[Host]) -> None:
+    groups: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
+    for host in hosts:
+        for group in host.groups:
+            groups.setdefault(group, {"hosts": {}})["hosts"][host.name] = {"ansible_host": host.address}
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_user": "lab",
+                "ansible_ssh_private_key_file": str(lab.key),
+                "ansible_ssh_common_args": " ".join(SSH_OPTIONS),
+                "ansible_python_interpreter": "/usr/bin/python3",
+            },
+            "children": groups,
+        }
+    }
+    lab.inventory.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Made by `make lab-up` for the virtual lab; `make lab-down` removes it. Not committed.\n"
+    lab.inventory.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
+
+
+# --- removing it
+
+
+def down(client: docker.DockerClient, lab: Lab = DEFAULT_LAB) -> list[str]:
+    """Remove every container, network, volume and key of the lab; say what went."""
+    removed = []
+    for container in _containers(client, lab):
+        container.remove(force=True, v=False)
+        removed.append(f"container {container.name}")
+    for network in client.networks.list(filters=_selector(lab)):
+        network.remove()
+        removed.append(f"network {network.name}")
+    for volume in client.volumes.list(filters=_selector(lab)):
+        volume.remove(force=True)
+        removed.append(f"volume {volume.name}")
+    for path in lab.made_files():
+        if path.exists():
+            shutil.rmtree(path)
+            removed.append(f"{path.relative_to(ROOT)}/")
+    return removed
+
+
+def _containers(client: docker.DockerClient, lab: Lab) -> list[Container]:
+    found = client.containers.list(all=True, filters=_selector(lab))
+    return [c for c in found if c.labels.get("workqueue-lab.kind") == "host"]
+
+
+# --- looking at it
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    name: str
+    groups: str
+    address: str
+    state: str
+    ssh: bool
+    memory_mb: float | None
+    project_containers: list[str]
+
+
+def status(client: docker.DockerClient, lab: Lab = DEFAULT_LAB) -> list[HostStatus]:
+    found = []
+    for container in sorted(_containers(client, lab), key=lambda c: c.name):
+        address = container.attrs["NetworkSettings"]["Networks"].get(lab.network, {}).get("IPAddress", "")
+        running = container.status == "running"
+        project: list[str] = []
+        if running:
+            listed = container.exec_run(
+                ["sh", "-c", "command -v docker >/dev/null && docker ps -a --filter label=workqueue-lab "
+                 "--format '{{.Names}} ({{.Status}})'"]
+            )  # fmt: skip
+            project = listed.output.decode().split("\n") if listed.exit_code == 0 else []
+        found.append(
+            HostStatus(
+                name=container.name,
+                groups=container.labels.get("workqueue-lab.groups", ""),
+                address=address,
+                state=container.status,
+                ssh=running and bool(address) and ssh_answers(lab, address),
+                memory_mb=_resident_mb(container) if running else None,
+                project_containers=[line for line in project if line],
+            )
+        )
+    return found
+
+
+def _resident_mb(container: Container) -> float:
+    """Resident memory of a host's processes, nested containers included.
+
+    Docker's own accounting sees nothing here: systemd inside, on the host's
+    cgroup namespace, moves its services into cgroups of its own.
+    """
+    total_kb = 0
+    titles = container.top()
+    pid_column = titles["Titles"].index("PID")
+    for process in titles["Processes"]:
+        with contextlib.suppress(OSError, ValueError):
+            status_text = Path(f"/proc/{process[pid_column]}/status").read_text()
+            total_kb += next(
+                (int(line.split()[1]) for line in status_text.splitlines() if line.startswith("VmRSS:")), 0
+            )
+    return total_kb / 1024

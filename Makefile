@@ -42,6 +42,8 @@ demo: broker
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/yamllint -c .yamllint.yml .
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --nocolor -q
 
 test: lint broker images
 	$(VENV)/bin/pytest

@@ -104,3 +104,8 @@ def test_containers_do_the_tutorial_and_docker_stop_is_clean(
         assert PASSWORD not in out + json.dumps(events)
     finally:
         worker.remove(force=True)
+
+
+def test_latest_tags_follow_the_built_images(client: docker.DockerClient, built: dict[str, str]) -> None:
+    for name, tag in built.items():
+        assert client.images.get(f"{name}:latest").id == client.images.get(tag).id

@@ -7,6 +7,7 @@ Everything the lab makes (containers, network, volumes) carries the label
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import time
@@ -28,9 +29,6 @@ FIRST_ADDRESS = 11
 MIN_HOSTS = 2
 MAX_HOSTS = 20
 DEFAULT_HOSTS = 5
-# Kept across labs (like build/wheelhouse): each host still installs its own
-# packages, but each is downloaded once. `make clean` removes it.
-APT_CACHE = ROOT / "build" / "apt-cache"
 SSH_OPTIONS = [
     "-o", "BatchMode=yes",
     "-o", "StrictHostKeyChecking=no",  # a throwaway lab: its hosts get new keys every time
@@ -123,7 +121,6 @@ def up(client: docker.DockerClient, count: int, lab: Lab = DEFAULT_LAB) -> list[
     image = images.lab_host_image(client)
     _ensure_key(lab)
     _ensure_network(client, lab)
-    APT_CACHE.mkdir(parents=True, exist_ok=True)
     wanted = {host.name for host in hosts}
     for container in _containers(client, lab):
         if container.name not in wanted:
@@ -198,7 +195,6 @@ def _ensure_host(client: docker.DockerClient, lab: Lab, host: Host, image: str) 
             "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
             volume: {"bind": "/var/lib/docker", "mode": "rw"},  # overlay2 inside, not vfs
             str(lab.key.with_suffix(".pub")): {"bind": "/home/lab/.ssh/authorized_keys", "mode": "ro"},
-            str(APT_CACHE): {"bind": "/var/cache/apt/archives", "mode": "rw"},
         },
     )
     # `--security-opt systempaths=unconfined` is the CLI's word for these two; the API takes them as they are.
@@ -259,6 +255,10 @@ def _write_inventory(lab: Lab, hosts: list[Host]) -> None:
         }
     }
     lab.inventory.parent.mkdir(parents=True, exist_ok=True)
+    # The lab's settings are the ones a real lab's inventory uses: one group_vars for both.
+    group_vars = lab.inventory.parent / "group_vars"
+    if not group_vars.is_symlink():
+        group_vars.symlink_to(os.path.relpath(ROOT / "inventory" / "group_vars", lab.inventory.parent))
     header = "# Made by `make lab-up` for the virtual lab; `make lab-down` removes it. Not committed.\n"
     lab.inventory.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
 

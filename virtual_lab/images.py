@@ -85,6 +85,7 @@ def _existing(client: docker.DockerClient, name: str, recipe: str) -> Image | No
 def _tag_latest(client: docker.DockerClient, image: Image, name: str) -> None:
     """Point ``name:latest`` at the image, and drop the tags of recipes it replaces."""
     image.tag(name, "latest")
+    image.reload()
     for old in client.images.list(name=name, filters={"label": RECIPE_LABEL}):
         for tag in old.tags:
             if tag not in image.tags:

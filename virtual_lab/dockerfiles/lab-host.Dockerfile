@@ -5,8 +5,7 @@ ARG DEBIAN_IMAGE
 FROM ${DEBIAN_IMAGE}
 
 COPY ssh-host-keys.service /etc/systemd/system/ssh-host-keys.service
-# Lab hosts keep the packages they download: the lab shares them between hosts
-# (each host still installs its own), so the base's docker-clean goes.
+# A real machine keeps the packages it downloads: the base's docker-clean goes.
 RUN rm -f /etc/apt/apt.conf.d/docker-clean \
  && apt-get update \
  && apt-get install -y --no-install-recommends \

@@ -6,10 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv demo test lint broker engine images bench lab-up lab-down lab-status clean
+.PHONY: help venv demo demo-processes test lint broker engine images bench lab-up lab-down lab-status clean
 
 help:
-	@echo "make demo    run the tutorial: a broker, three workers, a producer, one worker stopped mid-run"
+	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
+	@echo "make demo-processes  the tutorial as local processes, no Docker needed"
 	@echo "make test    lint and run every test (installs RabbitMQ, Docker and the images if needed)"
 	@echo "make images  build the worker and producer images with no registry"
 	@echo "make bench   compare the worker and producer with bare pika loops"
@@ -36,7 +37,10 @@ engine: venv
 images: venv
 	$(PY) -m virtual_lab images
 
-demo: broker
+demo: venv
+	$(PY) -m virtual_lab.lab_demo
+
+demo-processes: broker
 	$(PY) -m virtual_lab.process_demo
 
 lint: venv

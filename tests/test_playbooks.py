@@ -7,10 +7,7 @@ producer. The tests run in order, each leaving the lab deployed for the next.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +15,11 @@ import docker
 import pytest
 import yaml
 
-from virtual_lab import engine, hosts, images
+from virtual_lab import engine, hosts, images, lab_runs
 from virtual_lab.hosts import TEST_LAB
-from workqueue.output import read_events
+from virtual_lab.lab_runs import done_by, on, recap, run_id_of, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 BROKER, WORKER_A, WORKER_B, PRODUCER = (f"{TEST_LAB.name}{i}" for i in range(1, 5))
 FAST = ["-e", "seconds_per_dot=0.2"]  # every run passes it: the workers' settings stay the same
 CREDENTIALS = ROOT / ".credentials" / "rabbitmq-workqueue-password"
@@ -31,18 +27,9 @@ OUTPUTS: list[str] = []
 
 
 def playbook(name: str, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
-    command = [str(PLAYBOOK), "-i", str(inventory or TEST_LAB.inventory), str(ROOT / "playbooks" / name), *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT, check=False)
+    done = lab_runs.playbook(TEST_LAB, name, *args, inventory=inventory)
     OUTPUTS.append(done.stdout + done.stderr)
     return done
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    """PLAY RECAP: host -> {ok, changed, unreachable, failed, ...}."""
-    found = {}
-    for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.MULTILINE):
-        found[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
-    return found
 
 
 def deployed(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
@@ -65,11 +52,6 @@ def lab(client: docker.DockerClient) -> Iterator[docker.DockerClient]:
     hosts.down(client, TEST_LAB)
 
 
-def on(client: docker.DockerClient, host: str, *command: str) -> str:
-    result = client.containers.get(host).exec_run(list(command))
-    return result.output.decode()
-
-
 def consumers(client: docker.DockerClient, queue: str) -> int:
     listed = on(client, BROKER, "rabbitmqctl", "list_queues", "-p", "workqueue", "name", "consumers", "-q")
     counts = dict(line.split("\t") for line in listed.strip().splitlines()[1:] if "\t" in line)
@@ -83,34 +65,18 @@ def queue_counts(client: docker.DockerClient, queue: str) -> tuple[int, int]:
     return rows.get(queue, (0, 0))
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"no {what} within {timeout} s")
-
-
-def worker_events(client: docker.DockerClient, host: str, run_id: str, worker: int = 1) -> list[dict]:
-    logs = client.containers.get(host).exec_run(["docker", "logs", f"workqueue-worker-{worker}"], demux=True)
-    stderr = (logs.output[1] or b"").decode()
-    return [e for e in read_events(stderr.splitlines()) if e.get("run_id") in (run_id, None)]
+def worker_events(client: docker.DockerClient, host: str, run_id: str) -> list[dict]:
+    return lab_runs.worker_events(client, host, run_id)
 
 
 def produce(*args: str) -> str:
     done = playbook("produce.yml", *FAST, *args)
     assert done.returncode == 0, done.stdout[-3000:]
-    return re.search(r"Run (\d{8}-\d{6}-[0-9a-f]{4}): \d+ sent", done.stdout).group(1)
+    return run_id_of(done.stdout)
 
 
 def done_seqs(client: docker.DockerClient, run_id: str) -> dict[int, list[str]]:
-    done: dict[int, list[str]] = {}
-    for host in (WORKER_A, WORKER_B):
-        for event in worker_events(client, host, run_id):
-            if event["event"] == "done" and event["run_id"] == run_id:
-                done.setdefault(event["seq"], []).append(host)
-    return done
+    return done_by(client, [WORKER_A, WORKER_B], run_id)
 
 
 def test_site_on_fresh_hosts_deploys_broker_and_connected_workers(lab: docker.DockerClient) -> None:

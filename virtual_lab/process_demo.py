@@ -20,8 +20,9 @@ from pathlib import Path
 import pika
 
 from virtual_lab import local_broker
+from virtual_lab.fates import fate_lines
 from virtual_lab.packages import SetupError
-from virtual_lab.processes import LocalLab, Program, done_seqs, received_seqs
+from virtual_lab.processes import LocalLab, Program, done_seqs
 
 TASKS = 10
 QUEUES = ("hello", "task_queue", "task_queue.rejected")
@@ -80,19 +81,10 @@ def round_of(mode: str, seconds_per_dot: float, workdir: Path) -> None:
 
 
 def summarize(mode: str, workers: list[Program], victim: Program) -> None:
-    done = done_seqs(workers)
-    lost = sorted(set(range(1, TASKS + 1)) - set(done))
     print(f"\n  {mode} mode: what became of the {TASKS} tasks")
-    for worker in workers:
-        redelivered = [e["seq"] for e in worker.events("received") if e["redelivered"]]
-        note = " (stopped)" if worker is victim else ""
-        again = f", redelivered to it: {redelivered}" if redelivered else ""
-        mine = [seq for seq, by in done.items() if worker.name in by]
-        print(f"    {worker.name}{note}: received {received_seqs(worker)}, done {sorted(mine)}{again}")
-    verdict = f"{len(done)} done, {len(lost)} lost"
-    if lost:
-        verdict += f" ({', '.join(f'#{s}' for s in lost)}: dispatched to {victim.name}, which was stopped)"
-    print(f"    => {TASKS} sent, {verdict}\n", flush=True)
+    for line in fate_lines({w.name: w.events() for w in workers}, victim.name, TASKS):
+        print(f"    {line}")
+    print(flush=True)
 
 
 def main() -> int:

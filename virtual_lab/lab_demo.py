@@ -1,0 +1,115 @@
+"""`make demo`: the whole project on the virtual lab, through the same playbooks as a real lab.
+
+    python -m virtual_lab.lab_demo [--seconds-per-dot S]
+
+Makes the lab (five hosts), runs site.yml, then two drills of ten tasks each:
+in noack mode, then in ack mode, the worker on lab3 is stopped mid-run (what
+`docker stop` does) and the demo shows, from the workers' own logs, which
+worker did which task and what was lost or redelivered. The lab stays up for
+you to explore; `make lab-down` removes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import docker
+
+from virtual_lab import engine, hosts, images, lab_runs
+from virtual_lab.fates import fate_lines
+from virtual_lab.hosts import DEFAULT_LAB, Host
+from virtual_lab.lab_runs import container_events, done_by, seqs, wait_until, worker_events
+from virtual_lab.packages import SetupError
+
+TASKS = 10
+STOPPED = "lab3"
+
+
+def step(title: str) -> None:
+    print(f"\n=== {title}", flush=True)
+
+
+def timed_playbook(name: str, *args: str) -> float:
+    started = time.monotonic()
+    done = lab_runs.playbook(DEFAULT_LAB, name, *args, echo=True)
+    if done.returncode != 0:
+        raise SetupError(f"{name} failed (exit {done.returncode}): see its output above")
+    return time.monotonic() - started
+
+
+def drill(client: docker.DockerClient, workers: list[str], mode: str, settings: list[str]) -> None:
+    step(f"{mode} mode: {TASKS} tasks, then the worker on {STOPPED} is stopped mid-run")
+    produced = lab_runs.playbook(DEFAULT_LAB, "produce.yml", *settings, "-e", f"task_count={TASKS}")
+    if produced.returncode != 0:
+        raise SetupError(f"produce.yml failed:\n{produced.stdout[-2000:]}")
+    run_id = lab_runs.run_id_of(produced.stdout)
+    print(f"    produced run {run_id}", flush=True)
+
+    def holding() -> bool:
+        events = worker_events(client, STOPPED, run_id)
+        return bool(seqs(events, "received") - seqs(events, "done"))
+
+    wait_until(holding, 60, f"a task in hand on {STOPPED}")
+    print(f"    stopping workqueue-worker-1 on {STOPPED} (playbooks/stop_worker.yml: docker stop)", flush=True)
+    lab_runs.playbook(DEFAULT_LAB, "stop_worker.yml", "-e", f"target={STOPPED}")
+    others = [h for h in workers if h != STOPPED]
+
+    def settled() -> bool:
+        if mode == "ack":
+            return set(done_by(client, workers, run_id)) == set(range(1, TASKS + 1))
+        return all(
+            seqs(worker_events(client, h, run_id), "received") <= seqs(worker_events(client, h, run_id), "done")
+            for h in others
+        )
+
+    wait_until(settled, 300, "the tasks settled")
+    summarize(client, workers, run_id, mode)
+
+
+def summarize(client: docker.DockerClient, workers: list[str], run_id: str, mode: str) -> None:
+    events = {f"{host}/worker-1": worker_events(client, host, run_id) for host in workers}
+    print(f"    {mode} mode:")
+    for line in fate_lines(events, f"{STOPPED}/worker-1", TASKS):
+        print(f"    {line}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m virtual_lab.lab_demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds-per-dot", type=float, default=0.5, help="work per dot (default 0.5 s)")
+    args = parser.parse_args()
+    try:
+        client = engine.ensure_engine()
+        step("the images (built here, no registry) and the virtual lab")
+        images.program_images(client)
+        lab: list[Host] = hosts.up(client, hosts.DEFAULT_HOSTS, DEFAULT_LAB)
+        for host in lab:
+            print(f"    {host.name:5} {host.address:12} {', '.join(host.groups)}")
+        workers = [h.name for h in lab if "workers" in h.groups]
+        dots = ["-e", f"seconds_per_dot={args.seconds_per_dot}"]
+        for mode in ("noack", "ack"):
+            settings = [*dots, "-e", f"task_mode={mode}"]
+            step(f"site.yml in {mode} mode (it also starts a worker a drill stopped)")
+            took = timed_playbook("site.yml", *settings)
+            print(f"    site.yml took {took:.0f} s", flush=True)
+            wait_until(lambda: all(_consuming(client, h) for h in workers), 60, "every worker consuming")
+            drill(client, workers, mode, settings)
+    except (SetupError, hosts.LabError, TimeoutError) as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 1
+    step("explore")
+    ansible_playbook = ".venv/bin/ansible-playbook -i inventory/virtual/hosts.yml"
+    print("    the lab stays up: make lab-status")
+    print(f"    more tasks: {ansible_playbook} playbooks/produce.yml -e task_count=10")
+    print(f"    remove the project from the hosts: {ansible_playbook} playbooks/teardown.yml")
+    print("    remove the lab: make lab-down")
+    return 0
+
+
+def _consuming(client: docker.DockerClient, host: str) -> bool:
+    return any(e["event"] == "consuming" for e in container_events(client, host))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Running the playbooks against a virtual lab, and reading what its workers did.
+
+Used by ``make demo`` and by the end-to-end tests: both drive the lab only
+through ``ansible-playbook``, and read the workers' events with ``docker logs``
+on the lab hosts, as a person would.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from virtual_lab.hosts import ROOT, Lab
+from workqueue.output import read_events
+
+PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+RUN_ID = re.compile(r"Run (\d{8}-\d{6}-[0-9a-f]{4}): \d+ sent")
+
+
+def playbook(
+    lab: Lab, name: str, *args: str, inventory: Path | None = None, echo: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run playbooks/NAME against the lab; with ``echo``, show its output as it goes."""
+    command = [str(PLAYBOOK), "-i", str(inventory or lab.inventory), str(ROOT / "playbooks" / name), *args]
+    if not echo:
+        return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT, check=False)
+    lines = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT) as run:
+        assert run.stdout is not None
+        for line in run.stdout:
+            lines.append(line)
+            print(f"    {line}", end="", flush=True)
+    return subprocess.CompletedProcess(command, run.returncode, "".join(lines), "")
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP: host -> {ok, changed, unreachable, failed, ...}."""
+    found = {}
+    for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.MULTILINE):
+        found[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
+    return found
+
+
+def run_id_of(output: str) -> str:
+    match = RUN_ID.search(output)
+    if match is None:
+        raise ValueError("the producer's output names no run")
+    return match.group(1)
+
+
+def on(client: docker.DockerClient, host: str, *command: str) -> str:
+    """A command's output on a lab host (as root, the way `docker exec` runs it)."""
+    return client.containers.get(host).exec_run(list(command)).output.decode()
+
+
+def container_events(client: docker.DockerClient, host: str, worker: int = 1) -> list[dict[str, Any]]:
+    """A worker container's events, from `docker logs` on its host (kept after docker stop)."""
+    logs = client.containers.get(host).exec_run(["docker", "logs", f"workqueue-worker-{worker}"], demux=True)
+    return list(read_events((logs.output[1] or b"").decode().splitlines()))
+
+
+def worker_events(client: docker.DockerClient, host: str, run_id: str, worker: int = 1) -> list[dict[str, Any]]:
+    """A worker container's events of one run."""
+    return [e for e in container_events(client, host, worker) if e.get("run_id") == run_id]
+
+
+def seqs(events: list[dict[str, Any]], kind: str) -> set[int]:
+    return {e["seq"] for e in events if e["event"] == kind}
+
+
+def done_by(client: docker.DockerClient, hosts: list[str], run_id: str) -> dict[int, list[str]]:
+    """Task number -> the worker hosts that finished it."""
+    done: dict[int, list[str]] = {}
+    for host in hosts:
+        for seq in sorted(seqs(worker_events(client, host, run_id), "done")):
+            done.setdefault(seq, []).append(host)
+    return done
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"no {what} within {timeout:g} s")

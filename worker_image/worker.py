@@ -69,6 +69,7 @@ class Delivery:
     tag: int
     label: TaskLabel
     body: str
+    seconds: float  # of work: the body's dots times --seconds-per-dot
     # Set when the task must not be finished: the worker is stopping or, in
     # ack mode, the connection it came on is gone (the broker redelivers it).
     cancelled: threading.Event
@@ -162,9 +163,9 @@ class Worker:
             return
         again = " (redelivered)" if method.redelivered else ""
         self.out.say(f" [x] Received {text!r}{again}")
-        delivery = Delivery(channel, method.delivery_tag, label, text, self._cancel)
-        self.out.event("received", **delivery.fields(), redelivered=method.redelivered)
         seconds = work_seconds(text, self.config.seconds_per_dot)
+        delivery = Delivery(channel, method.delivery_tag, label, text, seconds, self._cancel)
+        self.out.event("received", **delivery.fields(), redelivered=method.redelivered)
         with self._pending_lock:
             # No work to wait for and nothing ahead of it: finish it here, on the
             # I/O thread. A hand-off to the work thread only pays where work is long.
@@ -172,7 +173,7 @@ class Worker:
             if not inline:
                 self._pending += 1
         if inline:
-            self._finish(delivery, seconds, on_io_thread=True)
+            self._finish(delivery, on_io_thread=True)
         else:
             self._inbox.put(delivery)
 
@@ -215,15 +216,14 @@ class Worker:
     # --- the work thread
     def _work_loop(self) -> None:
         while (delivery := self._inbox.get()) is not None:
-            seconds = work_seconds(delivery.body, self.config.seconds_per_dot)
-            if delivery.cancelled.wait(seconds):
+            if delivery.cancelled.wait(delivery.seconds):
                 self._abandon(delivery)
             else:
-                self._finish(delivery, seconds, on_io_thread=False)
+                self._finish(delivery, on_io_thread=False)
             with self._pending_lock:
                 self._pending -= 1
 
-    def _finish(self, delivery: Delivery, seconds: float, on_io_thread: bool) -> None:
+    def _finish(self, delivery: Delivery, on_io_thread: bool) -> None:
         # Acknowledge first: the broker's next delivery then overlaps with our
         # output (which is buffered, so writing it first would guarantee nothing).
         if self.config.ack:
@@ -232,7 +232,7 @@ class Worker:
             else:
                 self._ack_from_work_thread(delivery)
         self.out.say(f" [x] Done {delivery.label.number}")
-        self.out.event("done", **delivery.fields(), work_seconds=round(seconds, 3))
+        self.out.event("done", **delivery.fields(), work_seconds=round(delivery.seconds, 3))
 
     def _ack_from_work_thread(self, delivery: Delivery) -> None:
         def ack() -> None:

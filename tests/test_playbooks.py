@@ -17,7 +17,7 @@ import yaml
 
 from virtual_lab import engine, hosts, images, lab_runs
 from virtual_lab.hosts import TEST_LAB
-from virtual_lab.lab_runs import done_by, on, recap, run_id_of, wait_until
+from virtual_lab.lab_runs import done_by, on, recap, run_id_of, unfinished, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKER, WORKER_A, WORKER_B, PRODUCER = (f"{TEST_LAB.name}{i}" for i in range(1, 5))
@@ -102,13 +102,7 @@ LONG = "-e", "task_message=long.............................."
 def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient) -> None:
     run_id = produce("-e", "task_count=6", *LONG)
 
-    def holding() -> bool:
-        events = worker_events(lab, WORKER_B, run_id)
-        received = {e["seq"] for e in events if e["event"] == "received"}
-        finished = {e["seq"] for e in events if e["event"] == "done"}
-        return bool(received - finished)
-
-    wait_until(holding, 30, f"a task in hand on {WORKER_B}")
+    wait_until(lambda: bool(unfinished(lab, WORKER_B, run_id)), 30, f"a task in hand on {WORKER_B}")
     deployed(playbook("stop_worker.yml", "-e", f"target={WORKER_B}"))
     events_b = worker_events(lab, WORKER_B, run_id)
     in_flight = {e["seq"] for e in events_b if e["event"] == "abandoned"}

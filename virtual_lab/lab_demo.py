@@ -20,7 +20,7 @@ import docker
 from virtual_lab import engine, hosts, images, lab_runs
 from virtual_lab.fates import fate_lines
 from virtual_lab.hosts import DEFAULT_LAB, Host
-from virtual_lab.lab_runs import container_events, done_by, seqs, wait_until, worker_events
+from virtual_lab.lab_runs import container_events, done_by, unfinished, wait_until, worker_events
 from virtual_lab.packages import SetupError
 
 TASKS = 10
@@ -47,11 +47,7 @@ def drill(client: docker.DockerClient, workers: list[str], mode: str, settings: 
     run_id = lab_runs.run_id_of(produced.stdout)
     print(f"    produced run {run_id}", flush=True)
 
-    def holding() -> bool:
-        events = worker_events(client, STOPPED, run_id)
-        return bool(seqs(events, "received") - seqs(events, "done"))
-
-    wait_until(holding, 60, f"a task in hand on {STOPPED}")
+    wait_until(lambda: bool(unfinished(client, STOPPED, run_id)), 60, f"a task in hand on {STOPPED}")
     print(f"    stopping workqueue-worker-1 on {STOPPED} (playbooks/stop_worker.yml: docker stop)", flush=True)
     lab_runs.playbook(DEFAULT_LAB, "stop_worker.yml", "-e", f"target={STOPPED}")
     others = [h for h in workers if h != STOPPED]
@@ -59,10 +55,7 @@ def drill(client: docker.DockerClient, workers: list[str], mode: str, settings: 
     def settled() -> bool:
         if mode == "ack":
             return set(done_by(client, workers, run_id)) == set(range(1, TASKS + 1))
-        return all(
-            seqs(worker_events(client, h, run_id), "received") <= seqs(worker_events(client, h, run_id), "done")
-            for h in others
-        )
+        return not any(unfinished(client, h, run_id) for h in others)
 
     wait_until(settled, 300, "the tasks settled")
     summarize(client, workers, run_id, mode)

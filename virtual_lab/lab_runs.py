@@ -75,6 +75,12 @@ def seqs(events: list[dict[str, Any]], kind: str) -> set[int]:
     return {e["seq"] for e in events if e["event"] == kind}
 
 
+def unfinished(client: docker.DockerClient, host: str, run_id: str) -> set[int]:
+    """Tasks of the run that a host's worker received and has not finished (one read of its logs)."""
+    events = worker_events(client, host, run_id)
+    return seqs(events, "received") - seqs(events, "done")
+
+
 def done_by(client: docker.DockerClient, hosts: list[str], run_id: str) -> dict[int, list[str]]:
     """Task number -> the worker hosts that finished it."""
     done: dict[int, list[str]] = {}

@@ -23,7 +23,7 @@ from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe
 from workqueue.output import Output
 from workqueue.queues import Mode, declare
-from workqueue.tasks import new_run_id, task_body, task_properties
+from workqueue.tasks import new_run_id, seq_list, task_body, task_properties
 
 PROG = "new_task.py"
 
@@ -92,20 +92,6 @@ def publish(args: argparse.Namespace, options: cli.BrokerOptions, out: Output) -
     if connection.is_open:
         connection.close()
     return 0
-
-
-def seq_list(seqs: list[int]) -> str:
-    """``#3, #7-#10``: task numbers, runs folded so that a long list stays one line."""
-    parts: list[str] = []
-    start = prev = None
-    for seq in [*seqs, None]:
-        if seq is not None and prev is not None and seq == prev + 1:
-            prev = seq
-            continue
-        if start is not None:
-            parts.append(f"#{start}" if start == prev else f"#{start}-#{prev}")
-        start = prev = seq
-    return ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

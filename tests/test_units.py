@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from producer.new_task import seq_list
 from workqueue import cli
 from workqueue.connection import HEARTBEAT_SECONDS, broker_from_url
 from workqueue.output import read_events
 from workqueue.queues import Mode, queue_spec
-from workqueue.tasks import task_body, task_label, task_properties, work_seconds
+from workqueue.tasks import seq_list, task_body, task_label, task_properties, work_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 

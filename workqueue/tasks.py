@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pika
@@ -47,6 +48,20 @@ def task_properties(run_id: str, seq: int, count: int, persistent: bool) -> pika
         timestamp=int(time.time()),
         headers={"run_id": run_id, "seq": seq, "count": count},
     )
+
+
+def seq_list(seqs: Iterable[int]) -> str:
+    """``#3, #7-#10``: task numbers, runs folded so that a long list stays one line."""
+    parts: list[str] = []
+    start = prev = None
+    for seq in [*seqs, None]:
+        if seq is not None and prev is not None and seq == prev + 1:
+            prev = seq
+            continue
+        if start is not None:
+            parts.append(f"#{start}" if start == prev else f"#{start}-#{prev}")
+        start = prev = seq
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -38,13 +38,15 @@ from pika.adapters.blocking_connection import BlockingChannel
 from workqueue import cli
 from workqueue.connection import connect, describe
 from workqueue.output import Output
-from workqueue.queues import Mode, declare
+from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, declare_events
 from workqueue.tasks import TaskLabel, task_label, work_seconds
 
 PROG = "worker.py"
 # How long the I/O loop waits before it looks at the stop flag again.
 POLL_SECONDS = 0.2
 HEALTH_TOUCH_SECONDS = 5.0
+# A worker publishes to the live view's feed at least this often, if only to say it is alive.
+FEED_ALIVE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class Worker:
         self._cancel = threading.Event()
         self._work_thread = threading.Thread(target=self._work_loop, name="work", daemon=True)
         self._health_touched = 0.0
+        self._said_stopped = False
+        self._fed = 0.0  # when the feed was last published
 
     # --- signals: set a flag only; pika must not be called from a handler (pika#686)
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -117,9 +121,14 @@ class Worker:
                 first = False
         finally:
             self._finish_work()
-        self.out.say(f" [*] Stopped ({self._stop_signal})")
-        self.out.event("worker_stopped", signal=self._stop_signal)
+        self._say_stopped()
         return 0
+
+    def _say_stopped(self) -> None:
+        if not self._said_stopped:
+            self._said_stopped = True
+            self.out.say(f" [*] Stopped ({self._stop_signal})")
+            self.out.event("worker_stopped", signal=self._stop_signal)
 
     def _prefetch(self) -> int | None:
         return self.config.prefetch if self.config.ack else None
@@ -131,6 +140,7 @@ class Worker:
         spec = self.config.options.queue
         channel = connection.channel()
         declare(channel, spec)
+        declare_events(channel)
         if self.config.ack:
             channel.basic_qos(prefetch_count=self.config.prefetch)
         channel.basic_consume(spec.name, self._on_message, auto_ack=not self.config.ack)
@@ -139,12 +149,28 @@ class Worker:
         while not self._stopping():
             connection.process_data_events(time_limit=POLL_SECONDS)
             self.out.flush()
+            self._publish_feed(channel)
             self._touch_health()
         self._cancel.set()
         self._finish_work()
         # Acknowledgements of tasks finished just before the stop are still queued as callbacks.
         connection.process_data_events(time_limit=0)
+        self._say_stopped()  # while connected, so that the live view hears it
+        self._publish_feed(channel)
         connection.close()
+
+    def _publish_feed(self, channel: BlockingChannel) -> None:
+        """The events since the last call, as one message to the live view's exchange."""
+        now = time.monotonic()
+        if now - self._fed >= FEED_ALIVE_SECONDS:
+            # A worker with nothing to say still says it is there, in the feed only.
+            self.out.feed_only("alive", mode=self.config.options.mode.value)
+        lines = self.out.take_feed()
+        if lines:
+            self._fed = now
+            channel.basic_publish(
+                EVENTS_EXCHANGE, "", lines.encode(), pika.BasicProperties(content_type="application/x-ndjson")
+            )
 
     def _on_message(
         self,
@@ -275,7 +301,7 @@ def parse_args(argv: list[str] | None) -> WorkerConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    out = Output({"program": "worker", "host": config.host, "worker": config.name})
+    out = Output({"program": "worker", "host": config.host, "worker": config.name}, feed=True)
     worker = Worker(config, out)
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)

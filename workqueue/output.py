@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 FLUSH_INTERVAL = 0.2
+# Event lines kept for the feed while nobody takes them (a worker between connections).
+FEED_LIMIT = 10_000
 
 
 _encode_string = json.encoder.encode_basestring  # C-accelerated
@@ -53,7 +55,9 @@ def _buffered(stream: TextIO) -> TextIO:
 class Output:
     """Thread-safe writer of people's lines and report events."""
 
-    def __init__(self, source: dict[str, Any], people: TextIO | None = None, events: TextIO | None = None) -> None:
+    def __init__(
+        self, source: dict[str, Any], people: TextIO | None = None, events: TextIO | None = None, feed: bool = False
+    ) -> None:
         # ``source`` names who speaks (program, host, worker); it goes into every event.
         self._source_json = "".join(f',"{key}":{_json_value(value)}' for key, value in source.items())
         # The given streams are kept: their file descriptors must stay open under the buffers.
@@ -62,6 +66,8 @@ class Output:
         self._events = _buffered(self._streams[1])
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
+        # With ``feed``, event lines are also kept until ``take_feed`` (the worker publishes them).
+        self._feed: list[str] | None = [] if feed else None
 
     def say(self, line: str) -> None:
         with self._lock:
@@ -75,14 +81,36 @@ class Output:
             self._flush()
 
     def event(self, kind: str, **fields: Any) -> None:
+        line = self._event_line(kind, fields)
+        with self._lock:
+            self._events.write(line)
+            if self._feed is not None:
+                self._feed.append(line)
+                if len(self._feed) > FEED_LIMIT:
+                    del self._feed[: len(self._feed) - FEED_LIMIT]
+            self._maybe_flush()
+
+    def feed_only(self, kind: str, **fields: Any) -> None:
+        """An event for the feed alone, not the logs (a worker saying it is still there)."""
+        if self._feed is not None:
+            line = self._event_line(kind, fields)
+            with self._lock:
+                self._feed.append(line)
+
+    def _event_line(self, kind: str, fields: dict[str, Any]) -> str:
         # Hand-made JSON: json.dumps was half of a worker's own cost per task.
         parts = [f'{{"event":"{kind}","ts":{time.time():.3f}', self._source_json]
         parts += [f',"{key}":{_json_value(value)}' for key, value in fields.items()]
         parts.append("}\n")
-        line = "".join(parts)
+        return "".join(parts)
+
+    def take_feed(self) -> str:
+        """The event lines written since the last call, one per line; '' when none."""
         with self._lock:
-            self._events.write(line)
-            self._maybe_flush()
+            if not self._feed:
+                return ""
+            lines, self._feed = self._feed, []
+        return "".join(lines)
 
     def flush(self) -> None:
         with self._lock:

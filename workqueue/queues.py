@@ -16,6 +16,9 @@ from pika.adapters.blocking_connection import BlockingChannel
 from workqueue.connection import BrokerError
 
 QUEUE_TYPES = ("classic", "quorum")
+# The workers' events, published in batches for the live view (report/watch.py)
+# to hear: a fanout exchange, so that any number of views can listen.
+EVENTS_EXCHANGE = "workqueue.events"
 
 
 class Mode(enum.Enum):
@@ -72,3 +75,8 @@ def declare(channel: BlockingChannel, spec: QueueSpec) -> None:
             f"(durable, type or dead-lettering): delete it with "
             f"'rabbitmqctl delete_queue {spec.name}' or use the settings it was made with"
         ) from None
+
+
+def declare_events(channel: BlockingChannel) -> None:
+    """Declare the exchange of the workers' events (transient: the feed is for the live view only)."""
+    channel.exchange_declare(EVENTS_EXCHANGE, exchange_type="fanout", durable=False)

@@ -1,0 +1,358 @@
+"""What became of each task of one run, told from the workers' and the producer's events.
+
+A task's journey is a list of attempts: each time a worker received it, until
+it was done, abandoned (``docker stop``), or is still in hand. From the
+attempts, the producer's record and the broker's queues follows its fate:
+
+    done          a worker finished it (after how many deliveries)
+    lost          noack mode: its worker was stopped before finishing it
+    requeued      ack mode: its worker was stopped; the broker holds it for another
+    in progress   a running worker has it in hand
+    queued        no worker has seen it and the broker still holds tasks
+    rejected      a worker refused it (empty or not UTF-8)
+    unknown       it may be with a worker whose events could not be read
+    unaccounted   sent, seen by no worker, not in the queue: the report says so
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from report.gathered import Container, Event, Gathered, QueueState
+from workqueue.queues import Mode, queue_spec
+from workqueue.tasks import seq_list
+
+DONE, LOST, REQUEUED, IN_PROGRESS = "done", "lost", "requeued", "in progress"
+QUEUED, REJECTED, UNKNOWN, UNACCOUNTED = "queued", "rejected", "unknown", "unaccounted"
+NOT_FINISHED = (LOST, REQUEUED, IN_PROGRESS, QUEUED, UNKNOWN, UNACCOUNTED)
+
+
+@dataclass
+class Attempt:
+    """A task in one worker's hands: from received to done, abandoned, or now."""
+
+    seq: int
+    worker: str
+    received: float
+    redelivered: bool
+    ended: float | None = None
+    outcome: str = IN_PROGRESS  # done, lost, requeued (abandoned), or in progress
+    work_seconds: float = 0.0
+    work_started: float | None = None  # before it, the task waited in the worker behind others
+
+
+@dataclass
+class TaskFate:
+    seq: int
+    fate: str
+    attempts: list[Attempt]
+    note: str = ""
+
+    @property
+    def done_by(self) -> list[str]:
+        return [a.worker for a in self.attempts if a.outcome == DONE]
+
+    @property
+    def dispatched_to(self) -> str | None:
+        return self.attempts[-1].worker if self.attempts else None
+
+
+@dataclass
+class WorkerSummary:
+    worker: str  # host/worker-N: what the worker calls itself
+    host: str
+    container: str
+    running: bool | None
+    status: str
+    stopped_at: float | None  # the last docker stop during the run
+    received: list[int] = field(default_factory=list)
+    done: list[int] = field(default_factory=list)
+    redelivered: list[int] = field(default_factory=list)  # received with the redelivered flag
+    not_finished: list[int] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.running is None:
+            return "unknown"
+        if not self.running:
+            return f"stopped at {clock(self.stopped_at)}" if self.stopped_at else "stopped"
+        return f"running (stopped at {clock(self.stopped_at)}, started again)" if self.stopped_at else "running"
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    mode: str | None
+    queue: str | None
+    sent: int | None  # None: the producer's record is missing
+    confirmed: int | None
+    started: float | None
+    workers: list[WorkerSummary]
+    tasks: list[TaskFate]
+    queue_state: QueueState | None
+    missing: list[str]
+
+    def count(self, fate: str) -> int:
+        return sum(1 for task in self.tasks if task.fate == fate)
+
+    def seqs(self, fate: str) -> list[int]:
+        return [task.seq for task in self.tasks if task.fate == fate]
+
+    @property
+    def settled(self) -> bool:
+        return not any(task.fate in (IN_PROGRESS, QUEUED, REQUEUED) for task in self.tasks)
+
+    @property
+    def redelivered(self) -> list[TaskFate]:
+        return [task for task in self.tasks if len(task.attempts) > 1]
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self)
+
+
+def clock(ts: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts is not None else "?"
+
+
+def runs_seen(gathered: Gathered) -> list[str]:
+    """Every run id in the gathered events, oldest first (run ids sort by time)."""
+    found = {e.get("run_id") for e in gathered.producer_events}
+    found |= {e.get("run_id") for c in gathered.containers for e in c.events}
+    return sorted(run for run in found if isinstance(run, str))
+
+
+def last_run(gathered: Gathered) -> str | None:
+    producer_runs = sorted(e["run_id"] for e in gathered.producer_events if isinstance(e.get("run_id"), str))
+    if producer_runs:
+        return producer_runs[-1]
+    seen = runs_seen(gathered)
+    return seen[-1] if seen else None
+
+
+def build(gathered: Gathered, run_id: str) -> RunReport:
+    missing = list(gathered.missing)
+    started = _producer_event(gathered, "run_started", run_id)
+    finished = _producer_event(gathered, "run_finished", run_id)
+    mode = started.get("mode") if started else _mode_from_workers(gathered.containers)
+    run_start = started["ts"] if started else None
+
+    workers: list[WorkerSummary] = []
+    attempts: list[Attempt] = []
+    rejected: set[int] = set()
+    for container in gathered.containers:
+        summary, its_attempts, its_rejected = _follow_container(container, run_id, mode, run_start)
+        workers.append(summary)
+        attempts += its_attempts
+        rejected |= its_rejected
+    if run_start is None and attempts:
+        run_start = min(a.received for a in attempts)
+    newer = [
+        c for c in gathered.containers if run_start is not None and c.created is not None and c.created > run_start
+    ]
+    for container in newer:
+        missing.append(
+            f"{container.host}/{container.name} was created at {clock(container.created)}, after the run began: "
+            "its events of the run went with the container it replaced (site.yml recreates workers when "
+            "a setting such as task_mode changes; report a run before changing them)"
+        )
+
+    sent = _sent(started, finished, run_id, attempts, missing)
+    queue_name = started.get("queue") if started else _queue_of(mode)
+    queue_state = _queue(gathered.queues, queue_name)
+    highest = max([sent or 0, *(a.seq for a in attempts), *rejected])
+    unread = sorted({*gathered.unread_hosts, *(f"{c.host}/{c.name}" for c in newer)})
+    tasks = _fates(highest, attempts, rejected, mode, unread, queue_state)
+    if any(t.fate == UNACCOUNTED for t in tasks):
+        missing.append(
+            "tasks seen by no worker and not in the queue: they may have gone to a worker whose logs are gone "
+            "(container recreated) or to a consumer outside the lab"
+        )
+    return RunReport(
+        run_id=run_id,
+        mode=mode,
+        queue=queue_name,
+        sent=sent,
+        confirmed=finished.get("confirmed") if finished else None,
+        started=run_start,
+        workers=workers,
+        tasks=tasks,
+        queue_state=queue_state,
+        missing=missing,
+    )
+
+
+def _producer_event(gathered: Gathered, kind: str, run_id: str) -> Event | None:
+    return next((e for e in gathered.producer_events if e.get("event") == kind and e.get("run_id") == run_id), None)
+
+
+def _mode_from_workers(containers: list[Container]) -> str | None:
+    modes = [e.get("mode") for c in containers for e in c.events if e.get("event") == "worker_started"]
+    return modes[-1] if modes else None
+
+
+def _sent(started: Event | None, finished: Event | None, run_id: str, attempts: list[Attempt],
+          missing: list[str]) -> int | None:  # fmt: skip
+    if finished is not None:
+        unconfirmed = [seq for seq in finished.get("unconfirmed") or [] if isinstance(seq, int)]
+        if unconfirmed:
+            missing.append(
+                f"the broker did not confirm {seq_list(unconfirmed)}: the producer counts them as not sent "
+                "(a worker may still have received them)"
+            )
+        return int(finished.get("sent", 0))
+    if started is not None:
+        missing.append(f"the producer's record of run {run_id} has no end: it may still be publishing")
+        return int(started.get("count", 0))
+    seen = max((a.seq for a in attempts), default=0)
+    missing.append(
+        f"no producer record of run {run_id}: how many tasks were sent is unknown; "
+        f"the report counts the tasks the workers saw (up to #{seen})"
+    )
+    return None
+
+
+def _queue_of(mode: str | None) -> str | None:
+    """The queue a mode uses (its default type: the name is the same for both)."""
+    return queue_spec(Mode(mode)).name if mode in ("ack", "noack") else None
+
+
+def _queue(queues: list[QueueState] | None, name: str | None) -> QueueState | None:
+    if queues is None or name is None:
+        return None
+    return next((q for q in queues if q.name == name), QueueState(name, 0, 0, 0))
+
+
+def _follow_container(
+    container: Container, run_id: str, mode: str | None, run_start: float | None
+) -> tuple[WorkerSummary, list[Attempt], set[int]]:
+    """Pair each received event of the run with the done or abandoned event that ended it."""
+    label = f"{container.host}/{container.name.removeprefix('workqueue-')}"
+    summary = WorkerSummary(label, container.host, container.name, container.running, container.status, None)
+    open_attempts: dict[int, list[Attempt]] = {}
+    attempts: list[Attempt] = []
+    rejected: set[int] = set()
+    for event in container.events:
+        kind = event.get("event")
+        if kind == "worker_stopped" or (kind == "connection_lost" and mode == "ack"):
+            # What it still held (the worker says "abandoned" first, so this is what it could
+            # not say) is gone with it: lost in noack mode, back in the queue in ack mode. A
+            # noack worker keeps working on what it holds when its connection drops.
+            outcome = LOST if mode == "noack" else REQUEUED
+            for attempt in (a for held in open_attempts.values() for a in held):
+                attempt.ended, attempt.outcome = event["ts"], outcome
+            open_attempts.clear()
+            during_run = event["ts"] >= run_start if run_start is not None else bool(attempts)
+            if kind == "worker_stopped" and during_run:
+                summary.stopped_at = event["ts"]
+            continue
+        if event.get("run_id") != run_id or not isinstance(event.get("seq"), int):
+            continue
+        seq = event["seq"]
+        if kind == "received":
+            attempt = Attempt(seq, label, event["ts"], bool(event.get("redelivered")))
+            attempts.append(attempt)
+            open_attempts.setdefault(seq, []).append(attempt)
+            summary.received.append(seq)
+            if attempt.redelivered:
+                summary.redelivered.append(seq)
+        elif kind in ("done", "abandoned") and open_attempts.get(seq):
+            attempt = open_attempts[seq].pop(0)
+            attempt.ended = event["ts"]
+            attempt.outcome = DONE if kind == "done" else str(event.get("fate", LOST))
+            attempt.work_seconds = float(event.get("work_seconds", 0.0))
+            if kind == "done":
+                summary.done.append(seq)
+        elif kind == "rejected":
+            rejected.add(seq)
+    _work_starts(attempts)
+    if container.running is False and summary.stopped_at is None:
+        summary.stopped_at = next((a.ended for a in reversed(attempts) if a.outcome in (LOST, REQUEUED)), None)
+    summary.not_finished = [a.seq for a in attempts if a.outcome != DONE]
+    return summary, attempts, rejected
+
+
+def _work_starts(attempts: list[Attempt]) -> None:
+    """A worker does one task at a time: each starts when it arrived or when the one before ended."""
+    free_at = 0.0
+    for attempt in sorted(attempts, key=lambda a: a.received):
+        if attempt.outcome == DONE and attempt.ended is not None:
+            attempt.work_started = max(attempt.received, attempt.ended - attempt.work_seconds)
+        else:
+            attempt.work_started = max(attempt.received, free_at)
+            if attempt.ended is not None and attempt.work_started > attempt.ended:
+                attempt.work_started = attempt.ended  # it never started: abandoned while waiting
+        free_at = max(free_at, attempt.ended or attempt.work_started)
+
+
+def _fates(
+    highest: int,
+    attempts: list[Attempt],
+    rejected: set[int],
+    mode: str | None,
+    unread: list[str],
+    queue_state: QueueState | None,
+) -> list[TaskFate]:
+    by_seq: dict[int, list[Attempt]] = {}
+    for attempt in sorted(attempts, key=lambda a: a.received):
+        by_seq.setdefault(attempt.seq, []).append(attempt)
+    unseen = [seq for seq in range(1, highest + 1) if seq not in by_seq and seq not in rejected]
+    # FIFO: the broker holds the newest tasks; as many as it says are ready are queued.
+    ready = queue_state.ready if queue_state is not None else 0
+    queued = set(unseen[len(unseen) - min(ready, len(unseen)) :]) if ready else set()
+    fates = []
+    for seq in range(1, highest + 1):
+        tries = by_seq.get(seq, [])
+        fates.append(_fate(seq, tries, seq in rejected, seq in queued, mode, unread))
+    return fates
+
+
+def _fate(seq: int, tries: list[Attempt], rejected: bool, queued: bool, mode: str | None,
+          unread: list[str]) -> TaskFate:  # fmt: skip
+    if any(a.outcome == DONE for a in tries):
+        times = sum(1 for a in tries if a.outcome == DONE)
+        return TaskFate(seq, DONE, tries, f"done {times} times" if times > 1 else "")
+    if rejected:
+        where = "moved to the dead-letter queue" if mode == "ack" else "dropped"
+        return TaskFate(seq, REJECTED, tries, f"refused by a worker (empty or not UTF-8): {where}")
+    if tries:
+        last = tries[-1]
+        if last.outcome == LOST:
+            return TaskFate(seq, LOST, tries, f"dispatched to {last.worker}, stopped at {clock(last.ended)}")
+        if last.outcome == REQUEUED:
+            return TaskFate(seq, REQUEUED, tries, f"{last.worker} stopped at {clock(last.ended)}; the broker holds it")
+        return TaskFate(seq, IN_PROGRESS, tries, f"in {last.worker}'s hands")
+    if queued:
+        return TaskFate(seq, QUEUED, tries, "not delivered yet: the broker holds it")
+    if unread:
+        return TaskFate(seq, UNKNOWN, tries, f"seen by no worker that was read; not read: {', '.join(unread)}")
+    return TaskFate(seq, UNACCOUNTED, tries, "seen by no worker, not in the queue")
+
+
+def verdict(report: RunReport) -> str:
+    """The line a person reads first: ``10 sent, 8 done, 2 lost (#6, #9: dispatched to ...)``."""
+    sent = f"{report.sent} sent" if report.sent is not None else f"{len(report.tasks)} seen (number sent unknown)"
+    parts = [sent, f"{report.count(DONE)} done", f"{report.count(LOST)} lost"]
+    lost_by_worker: dict[str, list[TaskFate]] = {}
+    for task in report.tasks:
+        if task.fate == LOST and task.dispatched_to:
+            lost_by_worker.setdefault(task.dispatched_to, []).append(task)
+    text = ", ".join(parts)
+    if lost_by_worker:
+        groups = [
+            f"{seq_list(t.seq for t in tasks)}: dispatched to {worker}, stopped at {clock(tasks[0].attempts[-1].ended)}"
+            for worker, tasks in lost_by_worker.items()
+        ]
+        text += f" ({'; '.join(groups)})"
+    again = report.redelivered
+    if again:
+        moves = [f"#{t.seq} {' -> '.join(a.worker for a in t.attempts)}" for t in again]
+        text += f"; {len(again)} redelivered ({', '.join(moves)})"
+    for fate in (REJECTED, UNKNOWN, UNACCOUNTED):
+        if report.count(fate):
+            text += f"; {report.count(fate)} {fate} ({seq_list(report.seqs(fate))})"
+    if not report.settled:
+        waiting = [f"{report.count(f)} {f}" for f in (IN_PROGRESS, REQUEUED, QUEUED) if report.count(f)]
+        text += f"; still running: {', '.join(waiting)} (report again when it settles)"
+    return text

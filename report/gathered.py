@@ -1,0 +1,177 @@
+"""What playbooks/report.yml brought back from the lab, read from the folder it wrote.
+
+The playbook writes one JSON file per host and role, as Ansible saw it:
+
+    workers/HOST.json    the worker containers (running or stopped) and their ``docker logs``
+    producer/HOST.json   the producer's record of the run (or of the newest run)
+    broker/HOST.json     ``rabbitmqctl list_queues`` of the lab's vhost
+
+A host that could not be read leaves a file that says why. Everything missing
+becomes a sentence in ``Gathered.missing``: the report states it, never guesses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workqueue.output import read_events
+
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Container:
+    """One worker container and its events, from its host's Docker."""
+
+    host: str
+    name: str
+    running: bool | None  # None: its host did not say
+    status: str  # Docker's words: "Up 3 minutes", "Exited (0) 2 minutes ago"
+    events: list[Event]
+    created: float | None = None  # its logs begin then: events of earlier runs went with an older container
+
+
+@dataclass(frozen=True)
+class QueueState:
+    name: str
+    ready: int
+    unacknowledged: int
+    consumers: int
+
+
+@dataclass
+class Gathered:
+    containers: list[Container] = field(default_factory=list)
+    producer_events: list[Event] = field(default_factory=list)
+    queues: list[QueueState] | None = None  # None: the broker was not read
+    unread_hosts: list[str] = field(default_factory=list)  # worker hosts whose events are missing
+    missing: list[str] = field(default_factory=list)
+
+
+class GatheredError(Exception):
+    """The folder holds nothing the report can use; the message says what to fix."""
+
+
+def read_folder(folder: Path) -> Gathered:
+    if not folder.is_dir():
+        raise GatheredError(f"{folder} is not a folder that playbooks/report.yml wrote")
+    gathered = Gathered()
+    worker_files = sorted((folder / "workers").glob("*.json"))
+    for path in worker_files:
+        _read_worker_host(_load(path), gathered)
+    if not worker_files:
+        gathered.missing.append("no worker host was read: the inventory has no hosts in group workers")
+    producer_files = sorted((folder / "producer").glob("*.json"))
+    for path in producer_files:
+        _read_producer_host(_load(path), gathered)
+    broker_files = sorted((folder / "broker").glob("*.json"))
+    for path in broker_files:
+        _read_broker(_load(path), gathered)
+    if not broker_files:
+        gathered.missing.append("the broker was not read: the inventory has no host in group broker")
+    return gathered
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GatheredError(f"{path} cannot be read as JSON ({exc}): run playbooks/report.yml again") from None
+    if not isinstance(document, dict):
+        raise GatheredError(f"{path} is not what playbooks/report.yml writes: run it again")
+    return document
+
+
+def _flag(value: object) -> bool:
+    """A yes or no from Ansible: a boolean, or its text when a template made it one."""
+    return value is True or str(value).strip().lower() in ("true", "yes", "1")
+
+
+def _rc(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def _unreadable(document: dict[str, Any]) -> str:
+    """Why a host could not be read, or '' when it was."""
+    if _flag(document.get("unreachable")):
+        return f"unreachable ({_first_line(document.get('error'))})"
+    if _flag(document.get("failed")):
+        return f"could not be read ({_first_line(document.get('error'))})"
+    return ""
+
+
+def _first_line(text: object) -> str:
+    lines = str(text or "no reason given").strip().splitlines()
+    return lines[0][:200] if lines else "no reason given"
+
+
+def _read_worker_host(document: dict[str, Any], gathered: Gathered) -> None:
+    host = str(document.get("host", "?"))
+    why = _unreadable(document)
+    if why:
+        gathered.unread_hosts.append(host)
+        gathered.missing.append(f"{host}: {why}; the events of its workers are missing")
+        return
+    logs = {_name(result.get("item", {})): result for result in document.get("logs") or []}
+    containers = document.get("containers") or []
+    if not containers:
+        gathered.missing.append(f"{host}: no worker container (nothing deployed there, or torn down)")
+    for listed in containers:
+        name = _name(listed)
+        status = str(listed.get("Status", ""))
+        log = logs.get(name)
+        if log is None or _rc(log.get("rc")) != 0:
+            gathered.unread_hosts.append(host)
+            gathered.missing.append(f"{host}/{name}: its logs could not be read; its events are missing")
+            continue
+        # The worker writes its events on standard error; standard output has the tutorial's lines.
+        events = list(read_events(str(log.get("stderr", "")).splitlines()))
+        running = status.startswith("Up") if status else None
+        created = listed.get("Created")
+        created = float(created) if isinstance(created, int | float) else None
+        gathered.containers.append(Container(host, name, running, status, events, created))
+
+
+def _name(container: dict[str, Any]) -> str:
+    names = container.get("Names") or ["?"]
+    return str(names[0]).lstrip("/")
+
+
+def _read_producer_host(document: dict[str, Any], gathered: Gathered) -> None:
+    host = str(document.get("host", "?"))
+    why = _unreadable(document)
+    if why:
+        gathered.missing.append(f"producer host {host}: {why}; the producer's record is missing")
+        return
+    content = document.get("record")
+    if not content:
+        return  # no record on this host: the report says so if no host had one
+    text = base64.b64decode(content).decode("utf-8", "replace")
+    gathered.producer_events.extend(read_events(text.splitlines()))
+
+
+def _read_broker(document: dict[str, Any], gathered: Gathered) -> None:
+    host = str(document.get("host", "?"))
+    why = _unreadable(document)
+    if why or _rc(document.get("rc")) != 0:
+        reason = why or f"rabbitmqctl failed: {_first_line(document.get('stderr'))}"
+        gathered.missing.append(f"broker {host}: {reason}; the queues' state is unknown")
+        return
+    try:
+        rows = json.loads(document.get("stdout") or "[]")
+    except ValueError:
+        gathered.missing.append(f"broker {host}: rabbitmqctl's answer is not JSON; the queues' state is unknown")
+        return
+    gathered.queues = [
+        QueueState(str(row["name"]), int(row["messages_ready"]), int(row["messages_unacknowledged"]),
+                   int(row.get("consumers", 0)))
+        for row in rows
+        if isinstance(row, dict) and "name" in row
+    ]  # fmt: skip

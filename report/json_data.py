@@ -1,0 +1,37 @@
+"""The report as data: what the Markdown file says, for programs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from report.fates import RunReport
+
+
+def as_dict(report: RunReport) -> dict[str, Any]:
+    return {
+        "run_id": report.run_id,
+        "mode": report.mode,
+        "queue": report.queue,
+        "verdict": report.verdict,
+        "settled": report.settled,
+        "sent": report.sent,
+        "confirmed": report.confirmed,
+        "started": report.started,
+        "counts": {fate: report.count(fate) for fate in sorted({t.fate for t in report.tasks})},
+        "workers": [{**asdict(w), "state": w.state} for w in report.workers],
+        "tasks": [
+            {
+                "seq": t.seq,
+                "fate": t.fate,
+                "done_by": t.done_by,
+                "deliveries": len(t.attempts),
+                "dispatched_to": t.dispatched_to,
+                "note": t.note,
+                "attempts": [asdict(a) for a in t.attempts],
+            }
+            for t in report.tasks
+        ],
+        "broker_queue": asdict(report.queue_state) if report.queue_state else None,
+        "missing": report.missing,
+    }

@@ -1,0 +1,64 @@
+"""The report as rows: the same tables for the terminal and for Markdown."""
+
+from __future__ import annotations
+
+from report.fates import DONE, Attempt, RunReport, clock
+from workqueue.tasks import seq_list
+
+# A terminal lists every task up to this many; beyond, only those not simply done once.
+TERMINAL_TASK_ROWS = 40
+
+WORKER_HEADER = ["worker", "state", "received", "done", "redelivered to it", "not finished"]
+TASK_HEADER = ["task", "fate", "done by", "deliveries", "how"]
+
+
+def heading(report: RunReport) -> str:
+    parts = [f"Run {report.run_id}"]
+    if report.mode:
+        parts.append(f"{report.mode} mode")
+    if report.queue:
+        parts.append(f"queue '{report.queue}'")
+    if report.started is not None:
+        parts.append(f"started {clock(report.started)}")
+    return ", ".join(parts)
+
+
+def broker_line(report: RunReport) -> str:
+    state = report.queue_state
+    if state is None:
+        return "broker: not read (see what is missing)"
+    return (
+        f"broker now: queue '{state.name}' holds {state.ready} ready and "
+        f"{state.unacknowledged} unacknowledged, {state.consumers} consumers"
+    )
+
+
+def worker_rows(report: RunReport) -> list[list[str]]:
+    return [
+        [w.worker, w.state, _counted(w.received), _counted(w.done), _counted(w.redelivered), _counted(w.not_finished)]
+        for w in report.workers
+    ]
+
+
+def task_rows(report: RunReport, all_tasks: bool) -> tuple[list[list[str]], int]:
+    """The task rows, and how many plain ones were left out."""
+    tasks = report.tasks
+    if not all_tasks and len(tasks) > TERMINAL_TASK_ROWS:
+        tasks = [t for t in tasks if t.fate != DONE or len(t.attempts) != 1 or t.note]
+    rows = [
+        [f"#{t.seq}", t.fate, ", ".join(t.done_by) or "-", str(len(t.attempts)), _how(t.note, t.attempts)]
+        for t in tasks
+    ]
+    return rows, len(report.tasks) - len(tasks)
+
+
+def _how(note: str, attempts: list[Attempt]) -> str:
+    if note:
+        return note
+    if len(attempts) > 1:
+        return " -> ".join(a.worker for a in attempts)
+    return ""
+
+
+def _counted(seqs: list[int]) -> str:
+    return f"{len(seqs)}: {seq_list(sorted(seqs))}" if seqs else "0"

@@ -1,0 +1,199 @@
+"""The run as a picture (SVG): one lane per worker, a bar per task from received to done.
+
+A task waits in its worker (grey) until its work starts, then the bar takes the
+colour of its end: done, lost, requeued, or still in progress. The moment a
+worker was stopped is a red line across its lane; lost tasks end there, in the
+lane of the worker they had been dispatched to. Tasks no worker received are
+listed under the lanes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from html import escape
+
+from report.fates import DONE, IN_PROGRESS, LOST, REQUEUED, Attempt, RunReport, WorkerSummary, clock
+
+WIDTH = 1000
+LABEL = 190  # the lane names' column
+RIGHT = 30
+ROW = 18
+BAR = 12
+LANE_GAP = 14
+MAX_ROWS_PER_LANE = 60
+GAP = 1.5
+CHAR = 6.5  # width of a character of a bar's label, about
+
+COLOURS = {DONE: "#2e7d32", LOST: "#c62828", REQUEUED: "#ef6c00", IN_PROGRESS: "#1565c0"}
+WAITING = "#cfd8dc"
+STOP = "#c62828"
+Scale = Callable[[float], float]  # a moment to its x in the picture
+WORDS = {DONE: "done", LOST: "lost", REQUEUED: "requeued", IN_PROGRESS: "in progress"}
+
+
+def render(report: RunReport, now: float) -> str:
+    attempts = [a for t in report.tasks for a in t.attempts]
+    start = min([a.received for a in attempts] + ([report.started] if report.started is not None else []), default=now)
+    end = max([a.ended or now for a in attempts] + [w.stopped_at or start for w in report.workers] + [start + 1])
+    scale = (WIDTH - LABEL - RIGHT) / (end - start)
+
+    def x(ts: float) -> float:
+        return LABEL + (ts - start) * scale
+
+    body: list[str] = []
+    drawn: dict[int, tuple[float, float, float]] = {}  # id(attempt) -> its bar's start, end and middle height
+    y = 84.0
+    body += _axis(start, end, x, y - 12)
+    for worker in report.workers:
+        mine = sorted((a for a in attempts if a.worker == worker.worker), key=lambda a: a.received)
+        y = _lane(worker, _pack(mine, now), x, y, now, body, drawn) + LANE_GAP
+    body += _moves(report, drawn)
+    y = _undelivered(report, body, y)
+    y = _legend(body, y + 6)
+    title = [_text(8, 22, f"Run {report.run_id} ({report.mode or '?'} mode)", size=16, weight="bold"),
+             _text(8, 44, report.verdict, size=12)]  # fmt: skip
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{y + 10:.0f}" '
+        f'viewBox="0 0 {WIDTH} {y + 10:.0f}" font-family="DejaVu Sans, Verdana, sans-serif">\n'
+        f'<rect width="100%" height="100%" fill="white"/>\n' + "\n".join(title + body) + "\n</svg>\n"
+    )
+
+
+def _lane(
+    worker: WorkerSummary,
+    rows: list[list[Attempt]],
+    x: Scale,
+    y: float,
+    now: float,
+    body: list[str],
+    drawn: dict[int, tuple[float, float, float]],
+) -> float:
+    """One worker's lane: its name and state, a row of bars per overlap, the stop line. Returns its bottom."""
+    height = max(2, min(len(rows), MAX_ROWS_PER_LANE)) * ROW + 8
+    body.append(f'<rect x="0" y="{y - 4}" width="{WIDTH}" height="{height}" fill="#f5f7f8"/>')
+    body.append(_text(8, y + 10, worker.worker, weight="bold"))
+    body.append(_text(8, y + 24, worker.state, size=11, fill="#555"))
+    for index, row in enumerate(rows[:MAX_ROWS_PER_LANE]):
+        for attempt in row:
+            body += _bar(attempt, x, y + index * ROW, now, drawn)
+    if len(rows) > MAX_ROWS_PER_LANE:
+        hidden = sum(len(r) for r in rows[MAX_ROWS_PER_LANE:])
+        body.append(_text(LABEL, y + height + 2, f"({hidden} more tasks not drawn)", size=11, fill="#555"))
+    if worker.stopped_at is not None:
+        sx = x(worker.stopped_at)
+        body.append(f'<line x1="{sx:.1f}" y1="{y - 6}" x2="{sx:.1f}" y2="{y + height - 2}" '
+                    f'stroke="{STOP}" stroke-width="2" stroke-dasharray="5,3"/>')  # fmt: skip
+        body.append(_text(sx + 4, y + height - 6, f"docker stop {clock(worker.stopped_at)}", size=11, fill=STOP))
+    return y + height
+
+
+def _moves(report: RunReport, drawn: dict[int, tuple[float, float, float]]) -> list[str]:
+    """A dashed arrow from each delivery of a task that did not finish it to the next delivery."""
+    parts = []
+    for task in report.redelivered:
+        for before, after in itertools.pairwise(task.attempts):
+            if id(before) in drawn and id(after) in drawn:
+                _, x1, y1 = drawn[id(before)]
+                x2, _, y2 = drawn[id(after)]
+                parts.append(
+                    f'<path d="M{x1:.1f},{y1:.1f} L{x2:.1f},{y2:.1f}" stroke="{COLOURS[REQUEUED]}" '
+                    'stroke-width="1.5" stroke-dasharray="4,3" fill="none" marker-end="url(#arrow)"/>'
+                )
+    if parts:
+        parts.insert(0, f'<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+                        f'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{COLOURS[REQUEUED]}"/>'
+                        f"</marker></defs>")  # fmt: skip
+    return parts
+
+
+def _pack(attempts: list[Attempt], now: float) -> list[list[Attempt]]:
+    """Rows of attempts that do not overlap in time, first fit."""
+    rows: list[list[Attempt]] = []
+    for attempt in attempts:
+        for row in rows:
+            if (row[-1].ended or now) <= attempt.received:
+                row.append(attempt)
+                break
+        else:
+            rows.append([attempt])
+    return rows
+
+
+def _bar(attempt: Attempt, x: Scale, y: float, now: float, drawn: dict[int, tuple[float, float, float]]) -> list[str]:
+    ended = attempt.ended or now
+    work_from = min(attempt.work_started or attempt.received, ended)
+    colour = COLOURS.get(attempt.outcome, COLOURS[IN_PROGRESS])
+    x0, x1, x2 = x(attempt.received), x(work_from), x(ended)
+    width = max(x2 - x1 - GAP, 3)  # a gap shows where one task ends and the next begins
+    drawn[id(attempt)] = (x0, x1 + width, y + BAR / 2)
+    parts = []
+    if x1 - x0 >= 1:
+        parts.append(f'<rect x="{x0:.1f}" y="{y:.1f}" width="{x1 - x0:.1f}" height="{BAR}" fill="{WAITING}"/>')
+    # A task delivered again wears an outline: the second (or later) delivery of the same task.
+    outline = ' stroke="#111" stroke-width="1.5"' if attempt.redelivered else ""
+    tip = f"#{attempt.seq} {WORDS.get(attempt.outcome, attempt.outcome)}"
+    parts.append(
+        f'<rect x="{x1:.1f}" y="{y:.1f}" width="{width:.1f}" height="{BAR}" fill="{colour}"{outline}>'
+        f"<title>{escape(tip)} ({clock(attempt.received)} to {clock(ended)})</title></rect>"
+    )
+    label = f"#{attempt.seq}" + (" again" if attempt.redelivered else "")
+    if attempt.outcome in (LOST, REQUEUED):
+        # What ended at the stop is named beside its bar, where nothing follows it.
+        parts.append(_text(x1 + width + 4, y + BAR - 2, f"{label} {WORDS[attempt.outcome]}", size=11,
+                           fill=colour, weight="bold"))  # fmt: skip
+    elif width >= CHAR * len(label) + 4:
+        parts.append(_text(x1 + 3, y + BAR - 2, label, size=10, fill="white", weight="bold"))
+    return parts
+
+
+def _axis(start: float, end: float, x: Scale, y: float) -> list[str]:
+    span = end - start
+    step = next(s for s in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 1e9) if span / s <= 12)
+    parts = [_text(LABEL, y - 6, f"seconds after {clock(start)}", size=11, fill="#555")]
+    tick = 0.0
+    while tick <= span:
+        tx = x(start + tick)
+        parts.append(f'<line x1="{tx:.1f}" y1="{y}" x2="{tx:.1f}" y2="{y + 5}" stroke="#999"/>')
+        parts.append(_text(tx + 2, y + 4, f"{tick:g}", size=10, fill="#777"))
+        tick += step
+    return parts
+
+
+def _undelivered(report: RunReport, body: list[str], y: float) -> float:
+    waiting = [t for t in report.tasks if not t.attempts]
+    if not waiting:
+        return y
+    by_fate: dict[str, list[str]] = {}
+    for task in waiting:
+        by_fate.setdefault(task.fate, []).append(f"#{task.seq}")
+    text = "; ".join(f"{fate}: {' '.join(seqs)}" for fate, seqs in by_fate.items())
+    body.append(_text(8, y + 12, f"received by no worker: {text}", size=12, weight="bold"))
+    return y + 22
+
+
+def _legend(body: list[str], y: float) -> float:
+    items = [
+        (WAITING, "waiting in the worker"),
+        (COLOURS[DONE], "working, then done"),
+        (COLOURS[LOST], "lost (noack: gone with its worker)"),
+        (COLOURS[REQUEUED], "requeued (ack: back to the broker)"),
+        (COLOURS[IN_PROGRESS], "in progress"),
+    ]
+    # The outline and the arrow: a task given to another worker after its first one stopped.
+    body.append(f'<rect x="8" y="{y + BAR + 8}" width="14" height="{BAR}" fill="{COLOURS[DONE]}" '
+                f'stroke="#111" stroke-width="1.5"/>')  # fmt: skip
+    body.append(_text(26, y + 2 * BAR + 6, "delivered again (ack: redelivered by the broker; the dashed arrow "
+                      "comes from the delivery that did not finish it)", size=11))  # fmt: skip
+    lx = 8.0
+    for colour, words in items:
+        body.append(f'<rect x="{lx:.0f}" y="{y}" width="14" height="{BAR}" fill="{colour}"/>')
+        body.append(_text(lx + 18, y + BAR - 2, words, size=11))
+        lx += 26 + 6.2 * len(words)
+    return y + 2 * BAR + 16
+
+
+def _text(x: float, y: float, words: str, size: int = 12, fill: str = "#222", weight: str = "normal") -> str:
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" fill="{fill}" font-weight="{weight}">{escape(words)}</text>'
+    )

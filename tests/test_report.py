@@ -1,0 +1,190 @@
+"""The report and the live view, on event streams recorded from real runs on the virtual lab.
+
+tests/recordings/ holds what playbooks/report.yml gathered after three runs (five hosts:
+lab1 broker, lab2-lab4 workers, lab5 producer):
+- noack_worker_stopped: noack mode, 10 tasks, lab3's worker stopped mid-run (#10 lost with it);
+- ack_worker_stopped: ack mode, 10 tasks, lab3's worker stopped with #8 in hand (redelivered to lab2);
+- noack_one_task: one task, three workers (one of them stopped): two received nothing.
+The other cases (an unreachable host, a run in progress, a missing record) are made from these.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from report import fates
+from report.gathered import read_folder
+from report.live import LiveState
+from report.timeline import render as render_timeline
+
+RECORDINGS = Path(__file__).parent / "recordings"
+NOACK_RUN, ACK_RUN, ONE_RUN = "20261127-020228-1304", "20261127-015930-1e6e", "20261127-020312-2ba9"
+
+
+def report_of(folder: Path, run_id: str | None = None) -> fates.RunReport:
+    gathered = read_folder(folder)
+    return fates.build(gathered, run_id or fates.last_run(gathered) or "")
+
+
+def copy_of(name: str, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(RECORDINGS / name, tmp_path / name))
+
+
+def test_noack_round_robin_gives_each_worker_every_third_task() -> None:
+    report = report_of(RECORDINGS / "noack_worker_stopped")
+    received = {w.worker: w.received for w in report.workers}
+    assert received == {"lab2/worker-1": [3, 6, 9], "lab3/worker-1": [1, 4, 7, 10], "lab4/worker-1": [2, 5, 8]}
+    assert all(len(task.attempts) == 1 for task in report.tasks)
+
+
+def test_noack_stopped_worker_loses_what_it_had_not_finished() -> None:
+    report = report_of(RECORDINGS / "noack_worker_stopped")
+    never_done = [t.seq for t in report.tasks if not t.done_by]
+    assert report.seqs(fates.LOST) == never_done == [10]
+    assert {t.dispatched_to for t in report.tasks if t.fate == fates.LOST} == {"lab3/worker-1"}
+    stopped = next(w for w in report.workers if w.worker == "lab3/worker-1")
+    assert stopped.running is False and stopped.stopped_at is not None
+    assert report.verdict == (
+        f"10 sent, 9 done, 1 lost (#10: dispatched to lab3/worker-1, stopped at {fates.clock(stopped.stopped_at)})"
+    )
+    assert report.settled and report.missing == []
+
+
+def test_ack_stopped_worker_loses_nothing_and_the_redelivered_task_is_named() -> None:
+    report = report_of(RECORDINGS / "ack_worker_stopped")
+    assert report.count(fates.DONE) == 10 and report.count(fates.LOST) == 0
+    (again,) = report.redelivered
+    assert again.seq == 8
+    assert [a.worker for a in again.attempts] == ["lab3/worker-1", "lab2/worker-1"]
+    assert [a.outcome for a in again.attempts] == [fates.REQUEUED, fates.DONE]
+    assert again.attempts[1].redelivered
+    assert report.verdict == "10 sent, 10 done, 0 lost; 1 redelivered (#8 lab3/worker-1 -> lab2/worker-1)"
+    lab2 = next(w for w in report.workers if w.worker == "lab2/worker-1")
+    assert lab2.redelivered == [8]
+    assert report.queue_state is not None and (report.queue_state.ready, report.queue_state.unacknowledged) == (0, 0)
+
+
+def test_a_worker_that_received_nothing_is_listed_with_nothing() -> None:
+    report = report_of(RECORDINGS / "noack_one_task")
+    assert report.run_id == ONE_RUN
+    counts = {w.worker: (len(w.received), len(w.done)) for w in report.workers}
+    assert sorted(counts.values()) == [(0, 0), (0, 0), (1, 1)]
+    assert report.verdict == "1 sent, 1 done, 0 lost"
+
+
+def test_an_unreachable_host_makes_its_tasks_unknown_not_lost(tmp_path: Path) -> None:
+    folder = copy_of("noack_worker_stopped", tmp_path)
+    (folder / "workers" / "lab3.json").write_text(json.dumps(
+        {"host": "lab3", "unreachable": True, "error": "Failed to connect to the host via ssh: No route to host"}
+    ))  # fmt: skip
+    report = report_of(folder)
+    assert report.seqs(fates.UNKNOWN) == [1, 4, 7, 10]  # lab3's share: nobody else saw them
+    assert report.count(fates.LOST) == 0 and report.count(fates.DONE) == 6
+    assert any(s.startswith("lab3: unreachable (Failed to connect") for s in report.missing)
+    assert "4 unknown (#1, #4, #7, #10)" in report.verdict
+
+
+def test_a_run_in_progress_says_so_and_counts_nothing_as_lost(tmp_path: Path) -> None:
+    folder = copy_of("ack_worker_stopped", tmp_path)
+    lab4 = folder / "workers" / "lab4.json"
+    document = json.loads(lab4.read_text())
+    lines = document["logs"][0]["stderr"].splitlines()
+    last_done = max(i for i, line in enumerate(lines) if '"event":"done"' in line)
+    document["logs"][0]["stderr"] = "\n".join(lines[:last_done])  # #9 still in hand
+    lab4.write_text(json.dumps(document))
+    report = report_of(folder)
+    assert report.seqs(fates.IN_PROGRESS) == [9]
+    assert not report.settled
+    assert report.verdict.endswith("still running: 1 in progress (report again when it settles)")
+
+
+def test_a_missing_producer_record_is_stated_and_counts_what_the_workers_saw(tmp_path: Path) -> None:
+    folder = copy_of("ack_worker_stopped", tmp_path)
+    (folder / "producer" / "lab5.json").write_text(json.dumps({"host": "lab5", "record": ""}))
+    report = report_of(folder)
+    assert report.run_id == ACK_RUN and report.sent is None
+    assert report.verdict.startswith("10 seen (number sent unknown), 10 done, 0 lost")
+    assert any("no producer record of run" in s for s in report.missing)
+
+
+def test_containers_made_after_the_run_leave_its_tasks_unknown() -> None:
+    # ack_worker_stopped was recorded after a noack run: the workers were recreated in between.
+    report = report_of(RECORDINGS / "ack_worker_stopped", "20261127-015838-d6a1")
+    assert report.sent is None  # the record of that run is not in this recording
+    assert report.count(fates.LOST) == 0 and report.count(fates.UNKNOWN) == len(report.tasks)
+
+
+def test_the_timeline_is_a_valid_svg_with_a_bar_per_delivery_and_the_stop_marked() -> None:
+    report = report_of(RECORDINGS / "ack_worker_stopped")
+    root = ET.fromstring(render_timeline(report, now=0.0))
+    assert root.tag == "{http://www.w3.org/2000/svg}svg" and float(root.get("width", 0)) > 0
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    tips = [t.text or "" for t in root.iterfind(".//s:rect/s:title", ns)]
+    assert len(tips) == 11  # ten tasks, #8 twice
+    assert any(t.startswith("#8 requeued") for t in tips)
+    texts = [t.text or "" for t in root.iterfind(".//s:text", ns)]
+    assert any(t.startswith("docker stop ") for t in texts)
+    assert "#8 again" in texts and "#8 requeued" in texts
+    assert root.find(".//s:path[@marker-end]", ns) is not None  # the arrow from lab3 to lab2
+
+
+def test_the_command_writes_the_three_files(tmp_path: Path) -> None:
+    done = _report_command(RECORDINGS / "noack_worker_stopped", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "=> 10 sent, 9 done, 1 lost (#10: dispatched to lab3/worker-1" in done.stdout
+    folder = tmp_path / NOACK_RUN
+    data = json.loads((folder / "report.json").read_text())
+    assert data["counts"] == {"done": 9, "lost": 1}
+    assert [t["seq"] for t in data["tasks"] if t["fate"] == "lost"] == [10]
+    assert "| #10 | lost | - | 1 | dispatched to lab3/worker-1" in (folder / "report.md").read_text()
+    ET.parse(folder / "timeline.svg")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--run", "yesterday"], 2, "--run: 'yesterday' is not a run id like"),
+        (["--run", "20260101-000000-abcd"], 1, "run 20260101-000000-abcd is not in the events"),
+    ],
+)
+def test_bad_runs_get_one_line(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    done = _report_command(RECORDINGS / "noack_worker_stopped", "--out", str(tmp_path), *args)
+    assert done.returncode == code
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nothing_deployed_is_one_line_that_says_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "workers").mkdir()
+    (tmp_path / "workers" / "pc2.json").write_text(json.dumps({"host": "pc2", "containers": [], "logs": []}))
+    done = _report_command(tmp_path, "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "no run is in the events" in done.stderr and "pc2: no worker container" in done.stderr
+
+
+def test_live_state_follows_each_workers_task_in_hand() -> None:
+    gathered = read_folder(RECORDINGS / "noack_worker_stopped")
+    events = sorted((e for c in gathered.containers for e in c.events), key=lambda e: e["ts"])
+    first = min(e["ts"] for e in events if e.get("run_id") == NOACK_RUN)
+    state = LiveState()
+    for event in (e for e in events if e["ts"] <= first + 1.0):
+        state.apply(event)
+    assert state.run_id == NOACK_RUN
+    assert state.workers["lab3/worker-1"].in_hand() == "#4 (+2 waiting)"  # #1 done after 0.5 s
+    for event in (e for e in events if e["ts"] > first + 1.0):
+        state.apply(event)
+    lab3 = state.workers["lab3/worker-1"]
+    assert (lab3.state, lab3.in_hand(), lab3.received, lab3.done, lab3.abandoned) == ("stopped", "-", 4, 3, 1)
+
+
+def _report_command(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "report", str(folder), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +80,13 @@ def done_seqs(client: docker.DockerClient, run_id: str) -> dict[int, list[str]]:
     return done_by(client, [WORKER_A, WORKER_B], run_id)
 
 
+def report(folder: Path, *args: str, inventory: Path | None = None) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """Run playbooks/report.yml into a folder of the test's; its JSON report, when it wrote one."""
+    done = playbook("report.yml", "-e", f"report_dir={folder}", *args, inventory=inventory)
+    written = sorted(folder.glob("*/report.json"))
+    return done, json.loads(written[-1].read_text()) if written else {}
+
+
 def test_site_on_fresh_hosts_deploys_broker_and_connected_workers(lab: docker.DockerClient) -> None:
     result = deployed(playbook("site.yml", *FAST))
     assert all(counts["failed"] == 0 for counts in result.values())
@@ -99,7 +107,7 @@ def test_second_site_changes_nothing_and_check_mode_is_clean(lab: docker.DockerC
 LONG = "-e", "task_message=long.............................."
 
 
-def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient) -> None:
+def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient, tmp_path: Path) -> None:
     run_id = produce("-e", "task_count=6", *LONG)
 
     wait_until(lambda: bool(unfinished(lab, WORKER_B, run_id)), 30, f"a task in hand on {WORKER_B}")
@@ -113,6 +121,18 @@ def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient) -> N
     redelivered = [e["seq"] for e in events_a if e["event"] == "received" and e["redelivered"]]
     assert redelivered == sorted(in_flight)
     assert queue_counts(lab, "task_queue") == (0, 0)
+
+    # The report of the run says the same: nothing lost, the task in hand redelivered and named.
+    done, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert data["run_id"] == run_id and data["counts"] == {"done": 6}
+    (again,) = [t for t in data["tasks"] if t["deliveries"] > 1]
+    assert [again["seq"]] == sorted(in_flight)
+    assert [a["worker"] for a in again["attempts"]] == [f"{WORKER_B}/worker-1", f"{WORKER_A}/worker-1"]
+    assert f"6 sent, 6 done, 0 lost; 1 redelivered (#{again['seq']} {WORKER_B}/worker-1 -> " in done.stdout
+    picture = ET.parse(tmp_path / run_id / "timeline.svg").getroot()
+    assert picture.tag == "{http://www.w3.org/2000/svg}svg"
+    assert any((t.text or "").startswith("docker stop ") for t in picture.iter("{http://www.w3.org/2000/svg}text"))
 
 
 def test_site_restarts_a_stopped_worker(lab: docker.DockerClient) -> None:
@@ -130,7 +150,7 @@ def test_noack_round_robin_gives_each_worker_three(lab: docker.DockerClient) -> 
     assert sorted(by_host) == sorted([WORKER_A] * 3 + [WORKER_B] * 3)
 
 
-def test_noack_stopped_worker_loses_its_unfinished_share(lab: docker.DockerClient) -> None:
+def test_noack_stopped_worker_loses_its_unfinished_share(lab: docker.DockerClient, tmp_path: Path) -> None:
     run_id = produce("-e", "task_mode=noack", "-e", "task_count=6", *LONG)
     wait_until(lambda: any(e["event"] == "received" for e in worker_events(lab, WORKER_B, run_id)), 30, "tasks")
     deployed(playbook("stop_worker.yml", "-e", f"target={WORKER_B}"))
@@ -141,6 +161,18 @@ def test_noack_stopped_worker_loses_its_unfinished_share(lab: docker.DockerClien
     assert lost and lost <= received_b
     assert {e["seq"] for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "abandoned"} == lost
     assert queue_counts(lab, "hello") == (0, 0)
+
+    # The report of the newest run (this one, not the round-robin run before it): the lost set
+    # is the tasks that never reached " [x] Done", all dispatched to the stopped worker.
+    done, data = report(tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert data["run_id"] == run_id and data["settled"]
+    assert {t["seq"] for t in data["tasks"] if t["fate"] == "lost"} == lost
+    assert {t["dispatched_to"] for t in data["tasks"] if t["fate"] == "lost"} == {f"{WORKER_B}/worker-1"}
+    stopped = {w["worker"]: w["running"] for w in data["workers"]}
+    assert stopped == {f"{WORKER_A}/worker-1": True, f"{WORKER_B}/worker-1": False}
+    assert f"6 sent, {6 - len(lost)} done, {len(lost)} lost (" in done.stdout
+    assert f": dispatched to {WORKER_B}/worker-1, stopped at " in done.stdout
 
 
 def test_scaling_adds_and_removes_workers_and_nothing_else(lab: docker.DockerClient) -> None:
@@ -206,6 +238,20 @@ def test_unreachable_host_fails_before_changes_on_healthy_hosts(lab: docker.Dock
     assert "ghost" in done.stdout and "UNREACHABLE" in done.stdout
     assert all(counts["changed"] == 0 for counts in recap(done.stdout).values())
 
+    # The report still reports, and says which host it could not read.
+    reported, data = report(tmp_path / "reports", inventory=inventory)
+    assert data, reported.stdout[-3000:]
+    assert any(s.startswith("ghost: unreachable (") for s in data["missing"])
+    assert "! ghost: unreachable (" in reported.stdout
+
+
+def test_report_with_no_worker_says_so_in_one_line(lab: docker.DockerClient, tmp_path: Path) -> None:
+    inventory = _inventory(tmp_path, {"broker": [], "workers": [], "producer": []}, {})
+    done, data = report(tmp_path / "reports", inventory=inventory)
+    assert done.returncode != 0 and not data
+    assert "no run is in the events of the lab's workers and producer (no worker host was read" in done.stdout
+    assert "Traceback" not in done.stdout
+
 
 def test_teardown_removes_it_all_and_site_works_again(lab: docker.DockerClient) -> None:
     deployed(playbook("teardown.yml"))
@@ -213,6 +259,7 @@ def test_teardown_removes_it_all_and_site_works_again(lab: docker.DockerClient) 
         assert on(lab, host, "docker", "ps", "-aq", "--filter", "label=workqueue-lab").strip() == ""
         assert "workqueue-lab/" not in on(lab, host, "docker", "images", "--format", "{{.Repository}}")
         assert on(lab, host, "test", "-e", "/etc/workqueue-lab") == ""
+        assert "No such file" in on(lab, host, "ls", "/var/lib/workqueue-lab")
     assert "workqueue" not in on(lab, BROKER, "rabbitmqctl", "list_vhosts", "-q").split()
     assert "workqueue" not in on(lab, BROKER, "rabbitmqctl", "list_users", "-q")
     again = deployed(playbook("teardown.yml"))

@@ -18,9 +18,8 @@ import time
 import docker
 
 from virtual_lab import engine, hosts, images, lab_runs
-from virtual_lab.fates import fate_lines
 from virtual_lab.hosts import DEFAULT_LAB, Host
-from virtual_lab.lab_runs import container_events, done_by, unfinished, wait_until, worker_events
+from virtual_lab.lab_runs import container_events, done_by, unfinished, wait_until
 from virtual_lab.packages import SetupError
 
 TASKS = 10
@@ -58,13 +57,11 @@ def drill(client: docker.DockerClient, workers: list[str], mode: str, settings: 
         return not any(unfinished(client, h, run_id) for h in others)
 
     wait_until(settled, 300, "the tasks settled")
-    summarize(client, workers, run_id, mode)
-
-
-def summarize(client: docker.DockerClient, workers: list[str], run_id: str, mode: str) -> None:
-    events = {f"{host}/worker-1": worker_events(client, host, run_id) for host in workers}
-    print(f"    {mode} mode:")
-    for line in fate_lines(events, f"{STOPPED}/worker-1", TASKS):
+    step(f"{mode} mode: the report (playbooks/report.yml -e run_id={run_id})")
+    reported = lab_runs.playbook(DEFAULT_LAB, "report.yml", "-e", f"run_id={run_id}")
+    if reported.returncode != 0:
+        raise SetupError(f"report.yml failed:\n{reported.stdout[-2000:]}")
+    for line in lab_runs.report_text(reported.stdout):
         print(f"    {line}", flush=True)
 
 
@@ -95,6 +92,8 @@ def main() -> int:
     ansible_playbook = ".venv/bin/ansible-playbook -i inventory/virtual/hosts.yml"
     print("    the lab stays up: make lab-status")
     print(f"    more tasks: {ansible_playbook} playbooks/produce.yml -e task_count=10")
+    print("    watch them live, in another terminal: make watch")
+    print(f"    the report of the newest run: {ansible_playbook} playbooks/report.yml (files in reports/)")
     print(f"    remove the project from the hosts: {ansible_playbook} playbooks/teardown.yml")
     print("    remove the lab: make lab-down")
     return 0

@@ -48,6 +48,12 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return found
 
 
+def report_text(output: str) -> list[str]:
+    """The report that report.yml shows (its last task's message), as lines."""
+    block = output.rsplit("msg: |-\n", 1)[-1].split("\nPLAY RECAP", 1)[0]
+    return [line.removeprefix("        ") for line in block.rstrip().splitlines()]
+
+
 def run_id_of(output: str) -> str:
     match = RUN_ID.search(output)
     if match is None:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pika
 
+from report import fates, terminal
+from report.gathered import Container, Gathered, QueueState
 from virtual_lab import local_broker
-from virtual_lab.fates import fate_lines
 from virtual_lab.packages import SetupError
 from virtual_lab.processes import LocalLab, Program, done_seqs
 
@@ -73,16 +74,27 @@ def round_of(mode: str, seconds_per_dot: float, workdir: Path) -> None:
 
         survivors[0].wait_for(finished, TASKS * TASKS * seconds_per_dot + 30, "the tasks finished")
         time.sleep(0.3)
+        stop.set()
+        viewer.join()
+        summarize(mode, workers, victim, producer)  # while the others still run
     finally:
         stop.set()
         viewer.join()
         lab.stop_all()
-    summarize(mode, workers, victim)
 
 
-def summarize(mode: str, workers: list[Program], victim: Program) -> None:
+def summarize(mode: str, workers: list[Program], victim: Program, producer: Program) -> None:
+    """The report of the round, as playbooks/report.yml gives it for a lab (the workers are processes here)."""
+    queues = [QueueState(name, ready, unacked, 0) for name, (ready, unacked) in local_broker.queue_counts().items()]
+    gathered = Gathered(
+        containers=[Container("local", w.name, w is not victim, "", w.events()) for w in workers],
+        producer_events=producer.events(),
+        queues=queues,
+    )
+    run_id = fates.last_run(gathered)
+    assert run_id is not None  # the producer's record names it
     print(f"\n  {mode} mode: what became of the {TASKS} tasks")
-    for line in fate_lines({w.name: w.events() for w in workers}, victim.name, TASKS):
+    for line in terminal.render(fates.build(gathered, run_id)).splitlines():
         print(f"    {line}")
     print(flush=True)
 

@@ -6,11 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv demo demo-processes test lint broker engine images bench lab-up lab-down lab-status clean
+.PHONY: help venv demo demo-processes watch test lint broker engine images bench lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
 	@echo "make demo-processes  the tutorial as local processes, no Docker needed"
+	@echo "make watch [INVENTORY=...]  the live view: the queue and each worker's task, while a run goes on"
 	@echo "make test    lint and run every test (installs RabbitMQ, Docker and the images if needed)"
 	@echo "make images  build the worker and producer images with no registry"
 	@echo "make bench   compare the worker and producer with bare pika loops"
@@ -42,6 +43,10 @@ demo: venv
 
 demo-processes: broker
 	$(PY) -m virtual_lab.process_demo
+
+# The broker is found from INVENTORY (default: inventory/lab.yml, else the virtual lab's).
+watch: venv
+	$(PY) -m report.watch $(if $(INVENTORY),--inventory '$(INVENTORY)')
 
 lint: venv
 	$(VENV)/bin/ruff check .

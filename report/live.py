@@ -1,0 +1,91 @@
+"""What the live view knows: each worker's tasks in hand and counts, from the events it hears."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from report.gathered import Event
+
+SILENT_SECONDS = 15.0  # a worker says it is alive every 5 s; three times that and it is gone
+
+
+@dataclass
+class LiveWorker:
+    name: str  # host/worker-N
+    state: str = "consuming"
+    last_heard: float = 0.0
+    held: list[tuple[str | None, int]] = field(default_factory=list)  # (run, seq), oldest first
+    received: int = 0
+    done: int = 0
+    redelivered: int = 0
+    abandoned: int = 0
+
+    def in_hand(self) -> str:
+        if not self.held:
+            return "-"
+        waiting = f" (+{len(self.held) - 1} waiting)" if len(self.held) > 1 else ""
+        return f"#{self.held[0][1]}{waiting}"
+
+
+@dataclass
+class LiveState:
+    run_filter: str | None = None  # follow this run; None: the newest one heard of
+    run_id: str | None = None
+    mode: str | None = None
+    workers: dict[str, LiveWorker] = field(default_factory=dict)
+
+    def apply(self, event: Event) -> None:
+        name = f"{event.get('host', '?')}/{event.get('worker', '?')}"
+        worker = self.workers.setdefault(name, LiveWorker(name))
+        worker.last_heard = float(event.get("ts", 0.0))
+        kind = event.get("event")
+        if kind in ("alive", "worker_started", "consuming"):
+            self.mode = event.get("mode", self.mode)
+            if worker.state != "working" or not worker.held:
+                worker.state = "consuming"
+            return
+        if kind == "worker_stopped":
+            worker.state, worker.held = "stopped", []
+            return
+        if kind == "connection_lost":
+            worker.state = "reconnecting"
+            return
+        run, seq = event.get("run_id"), event.get("seq")
+        if not isinstance(seq, int):
+            return
+        if run != self.run_id and kind == "received" and self.run_filter in (None, run):
+            self._new_run(run)
+        counted = run == self.run_id
+        if kind == "received":
+            worker.held.append((run, seq))
+            worker.state = "working"
+            if counted:
+                worker.received += 1
+                worker.redelivered += bool(event.get("redelivered"))
+        elif kind in ("done", "abandoned", "rejected"):
+            if (run, seq) in worker.held:
+                worker.held.remove((run, seq))
+            if counted:
+                worker.done += kind == "done"
+                worker.abandoned += kind == "abandoned"
+            if not worker.held:
+                worker.state = "consuming"
+
+    def _new_run(self, run: str | None) -> None:
+        self.run_id = run
+        for worker in self.workers.values():
+            worker.received = worker.done = worker.redelivered = worker.abandoned = 0
+
+    def unacknowledged(self) -> int:
+        """Tasks the live workers hold: what the broker counts as unacknowledged in ack mode."""
+        return sum(len(w.held) for w in self.workers.values() if w.state != "stopped")
+
+    def rows(self, now: float) -> list[list[str]]:
+        rows = []
+        for worker in sorted(self.workers.values(), key=lambda w: w.name):
+            state = worker.state
+            if state != "stopped" and now - worker.last_heard > SILENT_SECONDS:
+                state = f"silent for {now - worker.last_heard:.0f} s"
+            rows.append([worker.name, state, worker.in_hand(), str(worker.received), str(worker.done),
+                         str(worker.redelivered), str(worker.abandoned)])  # fmt: skip
+        return rows

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
 from report import fates, json_data, markdown, terminal, timeline
 from report.gathered import GatheredError, read_folder
+from workqueue.tasks import RUN_ID
 
 PROG = "python -m report"
-RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
 
 
 def main(argv: list[str] | None = None) -> int:

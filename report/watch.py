@@ -33,9 +33,10 @@ from report import lab_settings
 from report.live import LiveState
 from report.terminal import columns
 from workqueue import cli
-from workqueue.connection import connect
+from workqueue.connection import BrokerError, connect, describe
 from workqueue.output import read_events
 from workqueue.queues import EVENTS_EXCHANGE, Mode, QueueSpec, declare_events, queue_spec
+from workqueue.tasks import RUN_ID
 
 PROG = "python -m report.watch"
 CLEAR = "\x1b[H\x1b[2J"
@@ -48,7 +49,15 @@ class QueueCount:
     consumers: int
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass(frozen=True)
+class WatchConfig:
+    options: cli.BrokerOptions
+    run: str | None
+    interval: float
+    duration: float
+
+
+def parse_args(argv: list[str] | None) -> WatchConfig:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     cli.add_broker_options(parser)
     parser.add_argument(
@@ -61,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", help="seconds between refreshes (default 1)")
     parser.add_argument("--duration", help="stop after this many seconds (default 3600)")
     args = parser.parse_args(argv)
+    if args.run is not None and not RUN_ID.match(args.run):
+        parser.error(f"--run: {args.run!r} is not a run id like 20261127-120304-3fa2 (the producer prints it)")
     if args.url is None and not os.environ.get("AMQP_URL"):
         try:
             settings = lab_settings.from_inventory(args.inventory or lab_settings.default_inventory())
@@ -69,30 +80,43 @@ def main(argv: list[str] | None = None) -> int:
         args.url = settings.url
         args.password_file = args.password_file or settings.password_file
         args.mode = args.mode or settings.mode
-    options = cli.resolve_broker_options(parser, args)
-    interval = cli.option(parser, args.interval, "--interval", "WATCH_INTERVAL", cli.non_negative_float, 1.0)
-    duration = cli.option(parser, args.duration, "--duration", "WATCH_DURATION", cli.non_negative_float, 3600.0)
+    return WatchConfig(
+        options=cli.resolve_broker_options(parser, args),
+        run=args.run,
+        interval=cli.option(parser, args.interval, "--interval", "WATCH_INTERVAL", cli.non_negative_float, 1.0),
+        duration=cli.option(parser, args.duration, "--duration", "WATCH_DURATION", cli.non_negative_float, 3600.0),
+    )
 
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    options = config.options
     connection = connect(options.broker, options.connect_timeout)
     assert connection is not None  # no stop flag: connect returns None only when asked to stop
-    state = LiveState(run_filter=args.run, mode=options.mode.value)
-    listen(connection.channel(), state)
+    state = LiveState(run_filter=config.run, mode=options.mode.value)
     counts_channel: BlockingChannel | None = None
     tty = sys.stdout.isatty()
-    deadline = time.monotonic() + duration
-    while True:
-        # Hear the workers until the next refresh (pika returns early when events came in).
-        next_frame = time.monotonic() + max(interval, 0.05)
-        while (left := next_frame - time.monotonic()) > 0:
-            connection.process_data_events(time_limit=left)
-        # The workers say which mode they run in; until one speaks, the mode asked for.
-        mode = Mode(state.mode) if state.mode in ("ack", "noack") else options.mode
-        spec = queue_spec(mode) if mode is not options.mode else options.queue
-        counts_channel, count = queue_count(connection, counts_channel, spec)
-        frame = render(state, count, spec, mode, options, time.time())
-        print(CLEAR + frame if tty else frame + "\n", flush=True)
-        if time.monotonic() >= deadline:
-            return 0
+    deadline = time.monotonic() + config.duration
+    try:
+        listen(connection.channel(), state)
+        while True:
+            # Hear the workers until the next refresh (pika returns early when events came in).
+            next_frame = time.monotonic() + max(config.interval, 0.05)
+            while (left := next_frame - time.monotonic()) > 0:
+                connection.process_data_events(time_limit=left)
+            # The workers say which mode they run in; until one speaks, the mode asked for.
+            mode = Mode(state.mode) if state.mode in ("ack", "noack") else options.mode
+            spec = queue_spec(mode) if mode is not options.mode else options.queue
+            counts_channel, count = queue_count(connection, counts_channel, spec)
+            frame = render(state, count, spec, mode, options, time.time())
+            print(CLEAR + frame if tty else frame + "\n", flush=True)
+            if time.monotonic() >= deadline:
+                return 0
+    except pika.exceptions.AMQPConnectionError as exc:
+        raise BrokerError(f"lost the broker ({describe(exc)}): start the view again when it is back") from None
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 def listen(channel: BlockingChannel, state: LiveState) -> None:

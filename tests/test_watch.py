@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import URL
 from virtual_lab.processes import LocalLab as Lab
 from virtual_lab.processes import done_seqs
@@ -45,8 +47,18 @@ def test_watch_shows_the_queue_each_workers_task_and_a_stopped_worker(lab: Lab) 
     assert sum(int(row[-2]) for row in rows.values()) == 1, "the stopped worker's task, redelivered once"
 
 
-def test_watch_with_a_bad_url_says_what_to_fix() -> None:
-    done = subprocess.run([sys.executable, "-m", "report.watch", "--url", "http://localhost"],
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--url", "http://localhost"], 2, "broker URL must start with amqp://"),
+        (["--url", URL, "--run", "latest"], 2, "--run: 'latest' is not a run id like"),
+        (["--url", "amqp://guest:guest@127.0.0.1:1/", "--connect-timeout", "0"], 1, "broker not reachable for"),
+        (["--inventory", "no/such/inventory.yml"], 1, "no inventory at no/such/inventory.yml"),
+    ],
+)
+def test_watch_bad_input_says_what_to_fix(args: list[str], code: int, message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "report.watch", *args],
                           capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
-    assert done.returncode == 2
-    assert "broker URL must start with amqp://" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == code
+    assert "Traceback" not in done.stderr
+    assert message in done.stderr.strip().splitlines()[-1]  # one line says it, after argparse's usage

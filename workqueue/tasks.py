@@ -7,6 +7,7 @@ so that a report can follow each one from producer to worker.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -28,6 +29,10 @@ def task_body(seq: int, message: str | None = None) -> str:
 
 def work_seconds(body: str, seconds_per_dot: float) -> float:
     return body.count(".") * seconds_per_dot
+
+
+# A run id, as new_run_id makes it.
+RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
 
 
 def new_run_id() -> str:

@@ -66,10 +66,24 @@ class WorkerSummary:
     running: bool | None
     status: str
     stopped_at: float | None  # the last docker stop during the run
-    received: list[int] = field(default_factory=list)
-    done: list[int] = field(default_factory=list)
-    redelivered: list[int] = field(default_factory=list)  # received with the redelivered flag
-    not_finished: list[int] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)  # its deliveries of the run, as received
+
+    @property
+    def received(self) -> list[int]:
+        return [a.seq for a in self.attempts]
+
+    @property
+    def done(self) -> list[int]:
+        return [a.seq for a in self.attempts if a.outcome == DONE]
+
+    @property
+    def redelivered(self) -> list[int]:
+        """What it received with the redelivered flag: a task another worker had held."""
+        return [a.seq for a in self.attempts if a.redelivered]
+
+    @property
+    def not_finished(self) -> list[int]:
+        return [a.seq for a in self.attempts if a.outcome != DONE]
 
     @property
     def state(self) -> str:
@@ -139,13 +153,12 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
     run_start = started["ts"] if started else None
 
     workers: list[WorkerSummary] = []
-    attempts: list[Attempt] = []
     rejected: set[int] = set()
     for container in gathered.containers:
-        summary, its_attempts, its_rejected = _follow_container(container, run_id, mode, run_start)
+        summary, its_rejected = _follow_container(container, run_id, mode, run_start)
         workers.append(summary)
-        attempts += its_attempts
         rejected |= its_rejected
+    attempts = [a for w in workers for a in w.attempts]
     if run_start is None and attempts:
         run_start = min(a.received for a in attempts)
     newer = [
@@ -226,12 +239,12 @@ def _queue(queues: list[QueueState] | None, name: str | None) -> QueueState | No
 
 def _follow_container(
     container: Container, run_id: str, mode: str | None, run_start: float | None
-) -> tuple[WorkerSummary, list[Attempt], set[int]]:
+) -> tuple[WorkerSummary, set[int]]:
     """Pair each received event of the run with the done or abandoned event that ended it."""
     label = f"{container.host}/{container.name.removeprefix('workqueue-')}"
     summary = WorkerSummary(label, container.host, container.name, container.running, container.status, None)
     open_attempts: dict[int, list[Attempt]] = {}
-    attempts: list[Attempt] = []
+    attempts = summary.attempts
     rejected: set[int] = set()
     for event in container.events:
         kind = event.get("event")
@@ -254,23 +267,17 @@ def _follow_container(
             attempt = Attempt(seq, label, event["ts"], bool(event.get("redelivered")))
             attempts.append(attempt)
             open_attempts.setdefault(seq, []).append(attempt)
-            summary.received.append(seq)
-            if attempt.redelivered:
-                summary.redelivered.append(seq)
         elif kind in ("done", "abandoned") and open_attempts.get(seq):
             attempt = open_attempts[seq].pop(0)
             attempt.ended = event["ts"]
             attempt.outcome = DONE if kind == "done" else str(event.get("fate", LOST))
             attempt.work_seconds = float(event.get("work_seconds", 0.0))
-            if kind == "done":
-                summary.done.append(seq)
         elif kind == "rejected":
             rejected.add(seq)
     _work_starts(attempts)
     if container.running is False and summary.stopped_at is None:
         summary.stopped_at = next((a.ended for a in reversed(attempts) if a.outcome in (LOST, REQUEUED)), None)
-    summary.not_finished = [a.seq for a in attempts if a.outcome != DONE]
-    return summary, attempts, rejected
+    return summary, rejected
 
 
 def _work_starts(attempts: list[Attempt]) -> None:

@@ -19,7 +19,22 @@ def as_dict(report: RunReport) -> dict[str, Any]:
         "confirmed": report.confirmed,
         "started": report.started,
         "counts": {fate: report.count(fate) for fate in sorted({t.fate for t in report.tasks})},
-        "workers": [{**asdict(w), "state": w.state} for w in report.workers],
+        "workers": [
+            {
+                "worker": w.worker,
+                "host": w.host,
+                "container": w.container,
+                "running": w.running,
+                "status": w.status,
+                "stopped_at": w.stopped_at,
+                "state": w.state,
+                "received": w.received,
+                "done": w.done,
+                "redelivered": w.redelivered,
+                "not_finished": w.not_finished,
+            }
+            for w in report.workers
+        ],
         "tasks": [
             {
                 "seq": t.seq,

@@ -12,13 +12,18 @@ SILENT_SECONDS = 15.0  # a worker says it is alive every 5 s; three times that a
 @dataclass
 class LiveWorker:
     name: str  # host/worker-N
-    state: str = "consuming"
+    connection: str = "consuming"  # or "reconnecting", or "stopped"
     last_heard: float = 0.0
     held: list[tuple[str | None, int]] = field(default_factory=list)  # (run, seq), oldest first
     received: int = 0
     done: int = 0
     redelivered: int = 0
     abandoned: int = 0
+
+    @property
+    def state(self) -> str:
+        """Working while it holds a task and is connected; else what its connection is."""
+        return "working" if self.held and self.connection == "consuming" else self.connection
 
     def in_hand(self) -> str:
         if not self.held:
@@ -41,14 +46,13 @@ class LiveState:
         kind = event.get("event")
         if kind in ("alive", "worker_started", "consuming"):
             self.mode = event.get("mode", self.mode)
-            if worker.state != "working" or not worker.held:
-                worker.state = "consuming"
+            worker.connection = "consuming"
             return
         if kind == "worker_stopped":
-            worker.state, worker.held = "stopped", []
+            worker.connection, worker.held = "stopped", []
             return
         if kind == "connection_lost":
-            worker.state = "reconnecting"
+            worker.connection = "reconnecting"
             return
         run, seq = event.get("run_id"), event.get("seq")
         if not isinstance(seq, int):
@@ -58,7 +62,7 @@ class LiveState:
         counted = run == self.run_id
         if kind == "received":
             worker.held.append((run, seq))
-            worker.state = "working"
+            worker.connection = "consuming"  # a delivery comes only on a live connection
             if counted:
                 worker.received += 1
                 worker.redelivered += bool(event.get("redelivered"))
@@ -68,8 +72,6 @@ class LiveState:
             if counted:
                 worker.done += kind == "done"
                 worker.abandoned += kind == "abandoned"
-            if not worker.held:
-                worker.state = "consuming"
 
     def _new_run(self, run: str | None) -> None:
         self.run_id = run
@@ -78,13 +80,13 @@ class LiveState:
 
     def unacknowledged(self) -> int:
         """Tasks the live workers hold: what the broker counts as unacknowledged in ack mode."""
-        return sum(len(w.held) for w in self.workers.values() if w.state != "stopped")
+        return sum(len(w.held) for w in self.workers.values() if w.connection != "stopped")
 
     def rows(self, now: float) -> list[list[str]]:
         rows = []
         for worker in sorted(self.workers.values(), key=lambda w: w.name):
             state = worker.state
-            if state != "stopped" and now - worker.last_heard > SILENT_SECONDS:
+            if worker.connection != "stopped" and now - worker.last_heard > SILENT_SECONDS:
                 state = f"silent for {now - worker.last_heard:.0f} s"
             rows.append([worker.name, state, worker.in_hand(), str(worker.received), str(worker.done),
                          str(worker.redelivered), str(worker.abandoned)])  # fmt: skip

@@ -46,8 +46,7 @@ def render(report: RunReport, now: float) -> str:
     y = 84.0
     body += _axis(start, end, x, y - 12)
     for worker in report.workers:
-        mine = sorted((a for a in attempts if a.worker == worker.worker), key=lambda a: a.received)
-        y = _lane(worker, _pack(mine, now), x, y, now, body, drawn) + LANE_GAP
+        y = _lane(worker, _pack(worker.attempts, now), x, y, now, body, drawn) + LANE_GAP
     body += _moves(report, drawn)
     y = _undelivered(report, body, y)
     y = _legend(body, y + 6)

@@ -31,7 +31,10 @@ from workqueue.output import read_events  # noqa: E402
 from workqueue.queues import Mode, declare, queue_spec  # noqa: E402
 from workqueue.tasks import task_properties  # noqa: E402
 
-URL = local_broker.LOCAL_URL
+NODE = local_broker.MACHINE
+# A vhost of the benchmark's own, set up as the lab's (default queue type, policies).
+VHOST = "workqueue-bench"
+URL = NODE.url(VHOST)
 
 
 def channel_for(mode: Mode) -> tuple[pika.BlockingConnection, pika.adapters.blocking_connection.BlockingChannel]:
@@ -169,7 +172,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20000, help="messages per measurement (default 20000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each measuring everything once (default 3)")
     args = parser.parse_args()
-    local_broker.ensure_broker()
+    local_broker.ensure_broker(NODE)
+    local_broker.prepare_vhost(NODE, VHOST)
     n = args.messages
     consume = [
         ("consume, noack", Mode.NOACK, 0),

@@ -1,7 +1,8 @@
-"""Fixtures: a real RabbitMQ on loopback, clean queues, and programs run as processes."""
+"""Fixtures: a real RabbitMQ node of the tests' own on loopback, clean queues, and programs run as processes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,14 +13,30 @@ import pytest
 from virtual_lab import local_broker
 from virtual_lab.processes import LocalLab
 
-URL = local_broker.LOCAL_URL
+# A node and a vhost of the tests' own, set up as the lab's broker is (default
+# queue type and policies): the tests never touch a broker a developer uses.
+NODE = local_broker.TESTS
+VHOST = "workqueue-tests"
+URL = NODE.url(VHOST)
 QUEUES = ("hello", "task_queue", "task_queue.rejected")
 
 
 @pytest.fixture(scope="session")
 def broker() -> str:
-    local_broker.ensure_broker()
-    return URL
+    local_broker.ensure_broker(NODE)
+    return local_broker.prepare_vhost(NODE, VHOST)
+
+
+def queue_counts() -> dict[str, tuple[int, int]]:
+    return local_broker.queue_counts(NODE, VHOST)
+
+
+def assert_counts(queue: str, expected: tuple[int, int], timeout: float = 20) -> None:
+    """The broker comes to count (ready, unacknowledged) for the queue: a quorum queue's figures lag by seconds."""
+    deadline = time.monotonic() + timeout
+    while (counts := queue_counts().get(queue, (0, 0))) != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert counts == expected, f"queue {queue!r}: {counts} (ready, unacknowledged), expected {expected}"
 
 
 def delete_queues() -> None:
@@ -40,7 +57,7 @@ def clean_broker(broker: str) -> Iterator[str]:
 
 @pytest.fixture
 def lab(clean_broker: str, tmp_path: Path) -> Iterator[LocalLab]:
-    lab = LocalLab(tmp_path)
+    lab = LocalLab(tmp_path, clean_broker)
     yield lab
     lab.stop_all()
 
@@ -51,6 +68,19 @@ def consumer_count(queue: str) -> int:
         return connection.channel().queue_declare(queue, passive=True).method.consumer_count
     except pika.exceptions.ChannelClosedByBroker:
         return 0
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def declared(queue: str) -> bool:
+    """Whether the queue exists in the tests' vhost (a passive declare, which makes nothing)."""
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    try:
+        connection.channel().queue_declare(queue, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
     finally:
         if connection.is_open:
             connection.close()

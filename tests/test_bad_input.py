@@ -5,13 +5,13 @@ from __future__ import annotations
 import pika
 import pytest
 
-from tests.conftest import URL
-from virtual_lab import local_broker
+from tests.conftest import NODE, QUEUES, URL, VHOST, assert_counts, declared
 from virtual_lab.processes import LocalLab as Lab
 from workqueue.queues import Mode, declare, queue_spec
 from workqueue.tasks import task_properties
 
 SECRET = "pa55-w0rd-never-shown"
+PORT = NODE.port
 
 
 def assert_one_line_error(text: str) -> str:
@@ -25,20 +25,21 @@ def assert_one_line_error(text: str) -> str:
     ("args", "message"),
     [
         (["0"], "COUNT: '0' is not a positive whole number"),
-        (["-3"], "COUNT"),
+        (["-3"], "COUNT: '-3' is not a positive whole number"),
         (["ten"], "COUNT: 'ten' is not a whole number"),
         (["3", "--mode", "sometimes"], "--mode: unknown mode 'sometimes': use ack or noack"),
         (["3", "--url", "http://localhost"], "must start with amqp://"),
         (["3", "--url", "amqp://guest:guest@:5672/%2F"], "names no host"),
         (["3", "--url", "amqp://localhost:notaport/"], "bad port"),
         (["3", "--mode", "noack", "--queue-type", "quorum"], "drop --queue-type quorum"),
-        (["3", "--connect-timeout", "soon"], "--connect-timeout"),
+        (["3", "--connect-timeout", "soon"], "--connect-timeout: 'soon' is not a number"),
     ],
 )
 def test_producer_usage_errors_exit_2(lab: Lab, args: list[str], message: str) -> None:
     producer = lab.produce(*args)
     assert producer.process.returncode == 2
     assert message in assert_one_line_error(producer.errors())
+    assert not any(declared(queue) for queue in QUEUES), "a usage error must stop before the broker"
 
 
 @pytest.mark.parametrize(
@@ -47,7 +48,7 @@ def test_producer_usage_errors_exit_2(lab: Lab, args: list[str], message: str) -
         (["--mode", "x"], {}, "--mode: unknown mode 'x'"),
         ([], {"TASK_MODE": "fast"}, "TASK_MODE: unknown mode 'fast'"),
         (["--prefetch", "0"], {}, "--prefetch: '0' is not a positive whole number"),
-        ([], {"SECONDS_PER_DOT": "-1"}, "SECONDS_PER_DOT"),
+        ([], {"SECONDS_PER_DOT": "-1"}, "SECONDS_PER_DOT: '-1' is not a number of seconds, 0 or more"),
         (["--url", "amqp//nohost"], {}, "must start with amqp://"),
         ([], {"AMQP_PASSWORD_FILE": "/nonexistent/secret"}, "cannot read the password file"),
     ],
@@ -56,17 +57,21 @@ def test_worker_usage_errors_exit_2(lab: Lab, args: list[str], env: dict[str, st
     worker = lab.worker(*args, env=env)
     assert worker.wait(timeout=20) == 2
     assert message in assert_one_line_error(worker.errors())
+    assert not any(declared(queue) for queue in QUEUES), "a usage error must stop before the broker"
 
 
 @pytest.mark.parametrize("program", ["producer", "worker"])
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        (f"amqp://guest:{SECRET}@localhost:5672/%2F", "access refused for user 'guest' at localhost:5672, vhost '/'"),
-        (f"amqp://nobody:{SECRET}@localhost:5672/%2F", "access refused for user 'nobody'"),
         (
-            "amqp://guest:guest@localhost:5672/no-such-vhost",
-            "vhost refused for user 'guest' at localhost:5672, vhost 'no-such-vhost'",
+            f"amqp://guest:{SECRET}@localhost:{PORT}/%2F",
+            f"access refused for user 'guest' at localhost:{PORT}, vhost '/'",
+        ),
+        (f"amqp://nobody:{SECRET}@localhost:{PORT}/%2F", "access refused for user 'nobody'"),
+        (
+            f"amqp://guest:guest@localhost:{PORT}/no-such-vhost",
+            f"vhost refused for user 'guest' at localhost:{PORT}, vhost 'no-such-vhost'",
         ),
         (f"amqp://guest:{SECRET}@localhost:1/%2F", "broker not reachable for user 'guest' at localhost:1, vhost '/'"),
     ],
@@ -84,14 +89,14 @@ def test_password_file_is_used_and_never_shown(lab: Lab, tmp_path) -> None:
     secret = tmp_path / "password"
     secret.write_text(SECRET + "\n")
     producer = lab.produce(
-        "1", "--url", "amqp://guest@localhost:5672/%2F", "--password-file", str(secret), "--connect-timeout", "0"
+        "1", "--url", f"amqp://guest@localhost:{PORT}/{VHOST}", "--password-file", str(secret), "--connect-timeout", "0"
     )
     assert producer.process.returncode == 1
     assert "access refused for user 'guest'" in producer.errors()
     assert SECRET not in producer.errors()
 
     secret.write_text("guest\n")
-    producer = lab.produce("1", "--url", "amqp://guest@localhost:5672/%2F", "--password-file", str(secret))
+    producer = lab.produce("1", "--url", f"amqp://guest@localhost:{PORT}/{VHOST}", "--password-file", str(secret))
     assert producer.process.returncode == 0, producer.errors()
 
 
@@ -109,17 +114,19 @@ def test_empty_and_non_utf8_tasks_are_rejected_to_the_dead_letter_queue(lab: Lab
     worker.wait_for_event("done", seq=3)
     assert [(e["seq"], e["reason"]) for e in worker.events("rejected")] == [(1, "empty"), (2, "not UTF-8")]
     assert worker.process.poll() is None, "a bad task must not crash the worker"
-    assert " [!] Rejected task #2: its body is not UTF-8 (11 bytes); moved to 'task_queue.rejected'" in worker.lines()
-    counts = local_broker.queue_counts()
-    assert counts["task_queue.rejected"] == (2, 0)
-    assert counts["task_queue"] == (0, 0)
+    assert (
+        " [!] Rejected task #2: its body is not UTF-8 (11 bytes); "
+        "dead-lettered to 'task_queue.rejected' by the broker's policy" in worker.lines()
+    )
+    assert_counts("task_queue.rejected", (2, 0))
+    assert_counts("task_queue", (0, 0))
 
 
 def test_queue_declared_with_other_settings_is_a_clear_error(lab: Lab) -> None:
     assert lab.produce("1", "task", "--url", URL).process.returncode == 0
-    producer = lab.produce("1", "--queue-type", "quorum", "--url", URL)
+    producer = lab.produce("1", "--queue-type", "classic", "--url", URL)
     assert producer.process.returncode == 1
     line = assert_one_line_error(producer.errors())
     assert "queue 'task_queue' already exists with other settings" in line
     assert "rabbitmqctl delete_queue task_queue" in line
-    assert local_broker.queue_counts()["task_queue"] == (1, 0), "the queued task is kept"
+    assert_counts("task_queue", (1, 0))

@@ -12,7 +12,7 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from tests.conftest import delete_queues
+from tests.conftest import NODE, VHOST, delete_queues
 from virtual_lab import engine, images
 from workqueue.output import read_events
 
@@ -33,10 +33,12 @@ def built(client: docker.DockerClient) -> dict[str, str]:
 @pytest.fixture
 def broker_user(clean_broker: str) -> Iterator[str]:
     """A dedicated broker user, made as the role makes one (the password never on a command line)."""
-    subprocess.run(["rabbitmqctl", "add_user", USER], input=PASSWORD + "\n", text=True, check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "set_permissions", USER, ".*", ".*", ".*"], check=True, capture_output=True)
+    ctl = ["rabbitmqctl", "-n", NODE.name]
+    subprocess.run([*ctl, "delete_user", USER], check=False, capture_output=True)  # a crashed run's
+    subprocess.run([*ctl, "add_user", USER], input=PASSWORD + "\n", text=True, check=True, capture_output=True)
+    subprocess.run([*ctl, "set_permissions", "-p", VHOST, USER, ".*", ".*", ".*"], check=True, capture_output=True)
     yield USER
-    subprocess.run(["rabbitmqctl", "delete_user", USER], check=False, capture_output=True)
+    subprocess.run([*ctl, "delete_user", USER], check=False, capture_output=True)
     delete_queues()
 
 
@@ -69,14 +71,15 @@ def test_containers_do_the_tutorial_and_docker_stop_is_clean(
     common = {
         "network_mode": "host",
         "environment": {
-            "AMQP_URL": f"amqp://{broker_user}@localhost:5672/%2F",
+            "AMQP_URL": f"amqp://{broker_user}@localhost:{NODE.port}/{VHOST}",
             "AMQP_PASSWORD_FILE": "/run/secrets/amqp_password",
             "SECONDS_PER_DOT": "0.1",
         },
         "volumes": {str(secret): {"bind": "/run/secrets/amqp_password", "mode": "ro"}},
         "labels": {"workqueue-lab": "test"},
     }
-    worker = client.containers.run(built["workqueue-lab/worker"], detach=True, name="wq-test-worker", **common)
+    name = f"wq-test-worker-{tmp_path.name}"  # per run: a crashed run's leftover cannot collide
+    worker = client.containers.run(built["workqueue-lab/worker"], detach=True, name=name, **common)
     try:
         deadline = time.monotonic() + 30
         while not any(e["event"] == "consuming" for e in logs(worker)[1]) and time.monotonic() < deadline:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from workqueue import cli
 from workqueue.connection import HEARTBEAT_SECONDS, broker_from_url
 from workqueue.output import read_events
-from workqueue.queues import Mode, queue_spec
+from workqueue.queues import DEAD_LETTER_QUEUE, Mode, queue_spec
 from workqueue.tasks import seq_list, task_body, task_label, task_properties, work_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +45,24 @@ def test_modes_declare_the_tutorials_queues() -> None:
     assert not queue_spec(Mode.NOACK).durable
     ack = queue_spec(Mode.ACK)
     assert (ack.name, ack.durable, ack.persistent_messages) == ("task_queue", True, True)
-    assert "x-queue-type" not in ack.arguments
-    assert queue_spec(Mode.ACK, "quorum").arguments["x-queue-type"] == "quorum"
-    with pytest.raises(ValueError, match="unknown queue type"):
+    # As the tutorial declares them: no argument the tutorial does not pass (dead-lettering is a policy).
+    assert ack.arguments == {} and queue_spec(Mode.NOACK).arguments == {}
+    assert queue_spec(Mode.ACK, "quorum").arguments == {"x-queue-type": "quorum"}
+    assert queue_spec(Mode.ACK, "classic").arguments == {"x-queue-type": "classic"}
+    with pytest.raises(ValueError, match="unknown queue type 'stream': use classic, quorum, or none"):
         queue_spec(Mode.ACK, "stream")
+    with pytest.raises(ValueError, match="drop --queue-type quorum"):
+        queue_spec(Mode.NOACK, "quorum")
+
+
+def test_the_brokers_policies_name_the_queues_the_programs_declare() -> None:
+    defaults = yaml.safe_load((ROOT / "roles" / "rabbitmq" / "defaults" / "main.yml").read_text())
+    (policy,) = defaults["rabbitmq_policies"]
+    ack = queue_spec(Mode.ACK)
+    assert re.fullmatch(policy["pattern"], ack.name) and not re.fullmatch(policy["pattern"], DEAD_LETTER_QUEUE)
+    assert policy["tags"]["dead-letter-routing-key"] == ack.dead_letter_queue == DEAD_LETTER_QUEUE
+    assert policy["tags"]["dead-letter-exchange"] == ""  # the default exchange routes by queue name
+    assert set(defaults["rabbitmq_lab_queues"]) == {ack.name, queue_spec(Mode.NOACK).name, DEAD_LETTER_QUEUE}
 
 
 def test_url_sets_heartbeat_and_keeps_the_password_out_of_messages(tmp_path: Path) -> None:
@@ -102,3 +118,14 @@ def test_events_are_valid_json_whatever_the_values() -> None:
     out.flush()
     [record] = list(read_events(events.getvalue().splitlines()))
     assert record == {"event": "done", "ts": record["ts"], "program": "worker", "host": 'a"b\\c', **fields}
+
+
+def test_a_foreign_task_says_where_it_came_from() -> None:
+    import pika
+
+    from workqueue.tasks import task_origin
+
+    assert not task_label(pika.BasicProperties(delivery_mode=2)).from_a_run
+    assert task_label(task_properties("run-1", 1, 1, persistent=True)).from_a_run
+    assert task_origin(pika.BasicProperties(), "Hello World! ..") == "another producer: 'Hello World! ..'"
+    assert task_origin(pika.BasicProperties(app_id="pc7"), "x" * 100) == f"pc7: '{'x' * 57}...'"

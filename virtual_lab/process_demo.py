@@ -41,8 +41,12 @@ def follow(programs: list[Program], stop: threading.Event) -> None:
         time.sleep(0.1)
 
 
-def fresh_queues() -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(local_broker.LOCAL_URL))
+NODE = local_broker.MACHINE
+VHOST = "workqueue-demo"
+
+
+def fresh_queues(url: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
     channel = connection.channel()
     for name in QUEUES:
         channel.queue_delete(name)
@@ -50,15 +54,16 @@ def fresh_queues() -> None:
 
 
 def round_of(mode: str, seconds_per_dot: float, workdir: Path) -> None:
-    fresh_queues()
+    url = NODE.url(VHOST)
+    fresh_queues(url)
     (workdir / mode).mkdir()
-    lab = LocalLab(workdir / mode)
+    lab = LocalLab(workdir / mode, url)
     stop = threading.Event()
     workers = lab.workers(3, "--mode", mode, "--seconds-per-dot", str(seconds_per_dot))
     viewer = threading.Thread(target=follow, args=(workers, stop), daemon=True)
     viewer.start()
     try:
-        producer = lab.produce(str(TASKS), "--mode", mode, "--url", local_broker.LOCAL_URL)
+        producer = lab.produce(str(TASKS), "--mode", mode)
         print(f"  producer  |{producer.lines()[-1]}", flush=True)
         victim = workers[1]
         victim.wait_for_event("done", timeout=60)
@@ -85,7 +90,9 @@ def round_of(mode: str, seconds_per_dot: float, workdir: Path) -> None:
 
 def summarize(mode: str, workers: list[Program], victim: Program, producer: Program) -> None:
     """The report of the round, as playbooks/report.yml gives it for a lab (the workers are processes here)."""
-    queues = [QueueState(name, ready, unacked, 0) for name, (ready, unacked) in local_broker.queue_counts().items()]
+    queues = [
+        QueueState(name, ready, unacked, 0) for name, (ready, unacked) in local_broker.queue_counts(NODE, VHOST).items()
+    ]
     gathered = Gathered(
         containers=[Container("local", w.name, w is not victim, "", w.events()) for w in workers],
         producer_events=producer.events(),
@@ -104,7 +111,8 @@ def main() -> int:
     parser.add_argument("--seconds-per-dot", type=float, default=0.3, help="work per dot (default 0.3 s)")
     args = parser.parse_args()
     try:
-        local_broker.ensure_broker()
+        local_broker.ensure_broker(NODE)
+        local_broker.prepare_vhost(NODE, VHOST)
     except SetupError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1

@@ -80,15 +80,16 @@ class Program:
 class LocalLab:
     """Workers and producers run as processes on this machine; ``stop_all`` ends them."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, url: str) -> None:
         self.workdir = workdir
+        self.url = url  # the broker every program uses unless its --url says otherwise
         self.programs: list[Program] = []
         self._count = 0
 
     def worker(self, *args: str, name: str | None = None, env: dict[str, str] | None = None) -> Program:
         self._count += 1
         name = name or f"worker-{self._count}"
-        program = Program(WORKER, [*args, "--name", name], self.workdir, name, env)
+        program = Program(WORKER, [*args, "--name", name], self.workdir, name, {"AMQP_URL": self.url, **(env or {})})
         self.programs.append(program)
         return program
 
@@ -100,7 +101,7 @@ class LocalLab:
 
     def produce(self, *args: str, timeout: float = 60) -> Program:
         self._count += 1
-        program = Program(PRODUCER, list(args), self.workdir, f"producer-{self._count}")
+        program = Program(PRODUCER, list(args), self.workdir, f"producer-{self._count}", {"AMQP_URL": self.url})
         program.wait(timeout)
         return program
 

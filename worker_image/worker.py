@@ -39,7 +39,7 @@ from workqueue import cli
 from workqueue.connection import connect, describe
 from workqueue.output import Output
 from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, declare_events
-from workqueue.tasks import TaskLabel, task_label, work_seconds
+from workqueue.tasks import TaskLabel, task_label, task_origin, work_seconds
 
 PROG = "worker.py"
 # How long the I/O loop waits before it looks at the stop flag again.
@@ -199,7 +199,8 @@ class Worker:
         self.out.say(f" [x] Received {text!r}{again}")
         seconds = work_seconds(text, self.config.seconds_per_dot)
         delivery = Delivery(channel, method.delivery_tag, label, text, seconds, self._cancel)
-        self.out.event("received", **delivery.fields(), redelivered=method.redelivered)
+        origin = {} if label.from_a_run else {"origin": task_origin(properties, text)}
+        self.out.event("received", **delivery.fields(), redelivered=method.redelivered, **origin)
         with self._pending_lock:
             # No work to wait for and nothing ahead of it: finish it here, on the
             # I/O thread. A hand-off to the work thread only pays where work is long.
@@ -215,7 +216,7 @@ class Worker:
         spec = self.config.options.queue
         if self.config.ack:
             channel.basic_reject(tag, requeue=False)
-            where = f"moved to '{spec.dead_letter_queue}'"
+            where = f"dead-lettered to '{spec.dead_letter_queue}' by the broker's policy"
         else:
             where = "dropped"
         self.out.say(f" [!] Rejected task {label.number}: its body is {why} ({size} bytes); {where}")

@@ -61,7 +61,8 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", help="ack (default: durable queue, acknowledgements) or noack (env TASK_MODE)")
     parser.add_argument(
         "--queue-type",
-        help="ack mode's queue: classic (default, as in the tutorial) or quorum (env QUEUE_TYPE)",
+        help="ack mode's queue type, named in the declaration: classic or quorum "
+        "(env QUEUE_TYPE; default: none named, the vhost's default type, as the seed's tutorial declares it)",
     )
     parser.add_argument(
         "--connect-timeout",
@@ -79,7 +80,7 @@ class BrokerOptions:
 
 def resolve_broker_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> BrokerOptions:
     chosen_mode = option(parser, args.mode, "--mode", "TASK_MODE", mode, Mode.ACK)
-    queue_type = option(parser, args.queue_type, "--queue-type", "QUEUE_TYPE", str, "classic")
+    queue_type = option(parser, args.queue_type, "--queue-type", "QUEUE_TYPE", str, "")
     try:
         spec = queue_spec(chosen_mode, queue_type)
     except ValueError as exc:

@@ -81,6 +81,22 @@ class TaskLabel:
     def number(self) -> str:
         return f"#{self.seq}" if self.seq is not None else "(unnumbered)"
 
+    @property
+    def from_a_run(self) -> bool:
+        """Sent by the lab's producer; a task from any other program (a student's) is not."""
+        return self.run_id is not None and self.seq is not None
+
+
+# How much of a foreign task's text its events keep: enough to recognise it.
+ORIGIN_TEXT_LIMIT = 60
+
+
+def task_origin(properties: pika.BasicProperties, text: str) -> str:
+    """Where a task that did not come from the lab's producer came from, as far as it says."""
+    shown = text if len(text) <= ORIGIN_TEXT_LIMIT else text[: ORIGIN_TEXT_LIMIT - 3] + "..."
+    sender = properties.app_id or properties.user_id or "another producer"
+    return f"{sender}: {shown!r}"
+
 
 def task_label(properties: pika.BasicProperties) -> TaskLabel:
     """Read a task's label; tolerant of messages sent by other tools."""

@@ -19,6 +19,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from report.foreign import ForeignTask, foreign_tasks
+from report.foreign import summary as foreign_summary
 from report.gathered import Container, Event, Gathered, QueueState
 from workqueue.queues import Mode, queue_spec
 from workqueue.tasks import seq_list
@@ -106,6 +108,8 @@ class RunReport:
     tasks: list[TaskFate]
     queue_state: QueueState | None
     missing: list[str]
+    # Tasks from other producers that the workers received while this run was the newest.
+    foreign: list[ForeignTask] = field(default_factory=list)
 
     def count(self, fate: str) -> int:
         return sum(1 for task in self.tasks if task.fate == fate)
@@ -193,6 +197,7 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
         tasks=tasks,
         queue_state=queue_state,
         missing=missing,
+        foreign=foreign_tasks(gathered, run_id, run_start),
     )
 
 
@@ -359,6 +364,8 @@ def verdict(report: RunReport) -> str:
     for fate in (REJECTED, UNKNOWN, UNACCOUNTED):
         if report.count(fate):
             text += f"; {report.count(fate)} {fate} ({seq_list(report.seqs(fate))})"
+    if report.foreign:
+        text += f"; {foreign_summary(report.foreign)}"
     if not report.settled:
         waiting = [f"{report.count(f)} {f}" for f in (IN_PROGRESS, REQUEUED, QUEUED) if report.count(f)]
         text += f"; still running: {', '.join(waiting)} (report again when it settles)"

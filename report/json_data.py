@@ -47,6 +47,7 @@ def as_dict(report: RunReport) -> dict[str, Any]:
             }
             for t in report.tasks
         ],
+        "foreign": [asdict(t) for t in report.foreign],
         "broker_queue": asdict(report.queue_state) if report.queue_state else None,
         "missing": report.missing,
     }

@@ -14,11 +14,15 @@ class LiveWorker:
     name: str  # host/worker-N
     connection: str = "consuming"  # or "reconnecting", or "stopped"
     last_heard: float = 0.0
-    held: list[tuple[str | None, int]] = field(default_factory=list)  # (run, seq), oldest first
+    # (run, seq), oldest first; (None, None) for a task from another producer.
+    held: list[tuple[str | None, int | None]] = field(default_factory=list)
     received: int = 0
     done: int = 0
     redelivered: int = 0
     abandoned: int = 0
+    # Tasks from other producers (a student's), counted apart from any run.
+    foreign_received: int = 0
+    foreign_done: int = 0
 
     @property
     def state(self) -> str:
@@ -29,7 +33,8 @@ class LiveWorker:
         if not self.held:
             return "-"
         waiting = f" (+{len(self.held) - 1} waiting)" if len(self.held) > 1 else ""
-        return f"#{self.held[0][1]}{waiting}"
+        seq = self.held[0][1]
+        return f"{'#' + str(seq) if seq is not None else 'other'}{waiting}"
 
 
 @dataclass
@@ -55,7 +60,8 @@ class LiveState:
             worker.connection = "reconnecting"
             return
         run, seq = event.get("run_id"), event.get("seq")
-        if not isinstance(seq, int):
+        if not isinstance(seq, int) or not isinstance(run, str):
+            self._apply_foreign(worker, kind)
             return
         if run != self.run_id and kind == "received" and self.run_filter in (None, run):
             self._new_run(run)
@@ -73,6 +79,29 @@ class LiveState:
                 worker.done += kind == "done"
                 worker.abandoned += kind == "abandoned"
 
+    def _apply_foreign(self, worker: LiveWorker, kind: object) -> None:
+        """A task from another producer: held and counted apart, never in a run's counts."""
+        if kind == "received":
+            worker.held.append((None, None))
+            worker.connection = "consuming"
+            worker.foreign_received += 1
+        elif kind in ("done", "abandoned", "rejected"):
+            if (None, None) in worker.held:
+                worker.held.remove((None, None))
+            worker.foreign_done += kind == "done"
+
+    def foreign_line(self) -> str:
+        """``other producers: 3 tasks received, done by lab2/worker-1 (2), ...``; '' when none."""
+        received = sum(w.foreign_received for w in self.workers.values())
+        if not received:
+            return ""
+        done = [
+            f"{w.name} ({w.foreign_done})"
+            for w in sorted(self.workers.values(), key=lambda w: w.name)
+            if w.foreign_done
+        ]
+        return f"other producers: {received} tasks received" + (f", done by {', '.join(done)}" if done else "")
+
     def _new_run(self, run: str | None) -> None:
         self.run_id = run
         for worker in self.workers.values():
@@ -88,6 +117,15 @@ class LiveState:
             state = worker.state
             if worker.connection != "stopped" and now - worker.last_heard > SILENT_SECONDS:
                 state = f"silent for {now - worker.last_heard:.0f} s"
-            rows.append([worker.name, state, worker.in_hand(), str(worker.received), str(worker.done),
-                         str(worker.redelivered), str(worker.abandoned)])  # fmt: skip
+            rows.append(
+                [
+                    worker.name,
+                    state,
+                    worker.in_hand(),
+                    str(worker.received),
+                    str(worker.done),
+                    str(worker.redelivered),
+                    str(worker.abandoned),
+                ]
+            )
         return rows

@@ -14,6 +14,9 @@ def render(report: RunReport, picture: str) -> str:
     lines += ["## Workers", "", *_table(tables.WORKER_HEADER, tables.worker_rows(report)), ""]
     rows, _ = tables.task_rows(report, all_tasks=True)
     lines += ["## Tasks", "", *_table(tables.TASK_HEADER, rows), ""]
+    if report.foreign:
+        lines += ["## Tasks from other producers", "", "Not part of the run: received while it was the newest.", ""]
+        lines += [*_table(tables.FOREIGN_HEADER, tables.foreign_rows(report)), ""]
     lines += ["## Broker", "", tables.broker_line(report), ""]
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ TERMINAL_TASK_ROWS = 40
 
 WORKER_HEADER = ["worker", "state", "received", "done", "redelivered to it", "not finished"]
 TASK_HEADER = ["task", "fate", "done by", "deliveries", "how"]
+FOREIGN_HEADER = ["received", "by", "outcome", "from"]
 
 
 def heading(report: RunReport) -> str:
@@ -62,3 +63,8 @@ def _how(note: str, attempts: list[Attempt]) -> str:
 
 def _counted(seqs: list[int]) -> str:
     return f"{len(seqs)}: {seq_list(sorted(seqs))}" if seqs else "0"
+
+
+def foreign_rows(report: RunReport) -> list[list[str]]:
+    """Tasks from other producers: apart from the run's, never among its lost or unknown."""
+    return [[clock(t.received), t.worker, t.outcome, t.origin] for t in report.foreign]

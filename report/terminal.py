@@ -14,6 +14,9 @@ def render(report: RunReport) -> str:
     lines += columns(tables.TASK_HEADER, rows)
     if left_out:
         lines.append(f"({left_out} tasks done at the first delivery are not listed here; the files list them)")
+    if report.foreign:
+        lines += ["", "Tasks from other producers (not part of the run):"]
+        lines += columns(tables.FOREIGN_HEADER, tables.foreign_rows(report))
     lines += ["", tables.broker_line(report)]
     if report.missing:
         lines += ["", "What is missing:"] + [f"  ! {statement}" for statement in report.missing]

@@ -157,6 +157,8 @@ def render(
             "0 unacknowledged (noack: acknowledged on delivery)")  # fmt: skip
         lines.append(f"queue '{spec.name}': {count.ready} ready (broker), {unacked}, {count.consumers} consumers")
     lines.append(f"run: {state.run_id or 'none yet (no task received since the view started)'}")
+    if foreign := state.foreign_line():
+        lines.append(foreign + " (not part of the run)")
     lines.append("")
     rows = state.rows(now)
     if rows:

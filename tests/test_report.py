@@ -10,6 +10,7 @@ The other cases (an unreachable host, a run in progress, a missing record) are m
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 
 from report import fates
 from report.gathered import read_folder
-from report.live import LiveState
+from report.live import SILENT_SECONDS, LiveState
 from report.timeline import render as render_timeline
 
 RECORDINGS = Path(__file__).parent / "recordings"
@@ -81,9 +82,11 @@ def test_a_worker_that_received_nothing_is_listed_with_nothing() -> None:
 
 def test_an_unreachable_host_makes_its_tasks_unknown_not_lost(tmp_path: Path) -> None:
     folder = copy_of("noack_worker_stopped", tmp_path)
-    (folder / "workers" / "lab3.json").write_text(json.dumps(
-        {"host": "lab3", "unreachable": True, "error": "Failed to connect to the host via ssh: No route to host"}
-    ))  # fmt: skip
+    (folder / "workers" / "lab3.json").write_text(
+        json.dumps(
+            {"host": "lab3", "unreachable": True, "error": "Failed to connect to the host via ssh: No route to host"}
+        )
+    )
     report = report_of(folder)
     assert report.seqs(fates.UNKNOWN) == [1, 4, 7, 10]  # lab3's share: nobody else saw them
     assert report.count(fates.LOST) == 0 and report.count(fates.DONE) == 6
@@ -114,11 +117,38 @@ def test_a_missing_producer_record_is_stated_and_counts_what_the_workers_saw(tmp
     assert any("no producer record of run" in s for s in report.missing)
 
 
-def test_containers_made_after_the_run_leave_its_tasks_unknown() -> None:
-    # ack_worker_stopped was recorded after a noack run: the workers were recreated in between.
-    report = report_of(RECORDINGS / "ack_worker_stopped", "20261127-015838-d6a1")
-    assert report.sent is None  # the record of that run is not in this recording
-    assert report.count(fates.LOST) == 0 and report.count(fates.UNKNOWN) == len(report.tasks)
+def test_containers_made_after_the_run_leave_its_tasks_unknown(tmp_path: Path) -> None:
+    # ack_worker_stopped was recorded after a noack run, 20261127-015838-d6a1: the workers were
+    # recreated in between (created at 1795744760), and that run's events went with the old ones.
+    folder = copy_of("ack_worker_stopped", tmp_path)
+    earlier = "20261127-015838-d6a1"
+    record = [
+        {
+            "event": "run_started",
+            "ts": 1795744718.0,
+            "program": "producer",
+            "run_id": earlier,
+            "count": 6,
+            "mode": "noack",
+            "queue": "hello",
+        },
+        {
+            "event": "run_finished",
+            "ts": 1795744718.1,
+            "program": "producer",
+            "run_id": earlier,
+            "sent": 6,
+            "confirmed": None,
+            "unconfirmed": [],
+        },
+    ]
+    content = base64.b64encode("\n".join(json.dumps(e) for e in record).encode()).decode()
+    (folder / "producer" / "lab5.json").write_text(json.dumps({"host": "lab5", "record": content}))
+    report = report_of(folder, earlier)
+    assert (report.sent, len(report.tasks)) == (6, 6)
+    assert report.count(fates.UNKNOWN) == 6 and report.count(fates.LOST) == 0
+    assert report.verdict.startswith("6 sent, 0 done, 0 lost; 6 unknown (#1-#6)")
+    assert any("was created at" in s and "after the run began" in s for s in report.missing)
 
 
 def test_the_timeline_is_a_valid_svg_with_a_bar_per_delivery_and_the_stop_marked() -> None:
@@ -188,3 +218,124 @@ def test_live_state_follows_each_workers_task_in_hand() -> None:
 def _report_command(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "report", str(folder), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _with_foreign_tasks(tmp_path: Path) -> Path:
+    """The ack recording, with tasks from another producer done by lab2: two during the run, one before it."""
+    folder = copy_of("ack_worker_stopped", tmp_path)
+    lab2 = folder / "workers" / "lab2.json"
+    document = json.loads(lab2.read_text())
+    start = report_of(folder).started
+    assert start is not None
+
+    def event(kind: str, ts: float, **fields: object) -> str:
+        base = {"event": kind, "ts": ts, "program": "worker", "host": "lab2", "worker": "worker-1"}
+        return json.dumps(base | {"run_id": None, "seq": None, "message_id": None} | fields)
+
+    foreign = [
+        event("received", start - 30, redelivered=False, origin="another producer: 'before the run'"),
+        event("done", start - 29),
+        event("received", start + 0.1, redelivered=False, origin="another producer: 'a \"quoted\" \\ é'"),
+        event("done", start + 0.2),
+        event("received", start + 0.3, redelivered=False, origin="pc7: 'Hello World! ...'"),
+        event("done", start + 0.4),
+    ]
+    lines = document["logs"][0]["stderr"].splitlines()
+    document["logs"][0]["stderr"] = "\n".join(sorted(lines + foreign, key=lambda line: json.loads(line)["ts"]))
+    lab2.write_text(json.dumps(document))
+    return folder
+
+
+def test_tasks_from_other_producers_are_counted_apart_from_the_run(tmp_path: Path) -> None:
+    report = report_of(_with_foreign_tasks(tmp_path))
+    assert report.run_id == ACK_RUN
+    assert [t.origin for t in report.foreign] == ["another producer: 'a \"quoted\" \\ é'", "pc7: 'Hello World! ...'"]
+    assert {t.outcome for t in report.foreign} == {"done"} and {t.worker for t in report.foreign} == {"lab2/worker-1"}
+    # The run's own fates are untouched: nothing of the foreign tasks is lost, unknown or unaccounted.
+    assert len(report.tasks) == 10 and report.count(fates.DONE) == 10
+    assert report.verdict.startswith("10 sent, 10 done, 0 lost; 1 redelivered (")
+    assert report.verdict.endswith("; 2 tasks from other producers, done by lab2/worker-1 (2)")
+
+
+def test_the_files_list_foreign_tasks_with_their_text_escaped(tmp_path: Path) -> None:
+    folder = _with_foreign_tasks(tmp_path)
+    done = _report_command(folder, "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert "Tasks from other producers (not part of the run):" in done.stdout
+    data = json.loads((tmp_path / "out" / ACK_RUN / "report.json").read_text())
+    assert data["foreign"][0]["origin"] == "another producer: 'a \"quoted\" \\ é'"
+    assert "## Tasks from other producers" in (tmp_path / "out" / ACK_RUN / "report.md").read_text()
+
+
+def test_live_state_counts_foreign_tasks_apart() -> None:
+    state = LiveState()
+    common = {"host": "pc1", "worker": "worker-1", "ts": 1.0}
+    state.apply({"event": "received", "run_id": "r", "seq": 1, **common})
+    state.apply({"event": "received", "run_id": None, "seq": None, **common})
+    assert state.workers["pc1/worker-1"].in_hand() == "#1 (+1 waiting)"
+    state.apply({"event": "done", "run_id": "r", "seq": 1, **common})
+    assert state.workers["pc1/worker-1"].in_hand() == "other"
+    state.apply({"event": "done", "run_id": None, "seq": None, **common})
+    worker = state.workers["pc1/worker-1"]
+    assert (worker.received, worker.done, worker.in_hand()) == (1, 1, "-")
+    assert state.foreign_line() == "other producers: 1 tasks received, done by pc1/worker-1 (1)"
+
+
+def _without_tasks(tmp_path: Path, seqs: set[int], ready: int, rejected: set[int] | None = None) -> Path:
+    """The ack recording as if no worker had seen some tasks, the broker holding ``ready``; some rejected."""
+    folder = copy_of("ack_worker_stopped", tmp_path)
+    for path in (folder / "workers").glob("*.json"):
+        document = json.loads(path.read_text())
+        for log in document["logs"]:
+            kept = [line for line in log["stderr"].splitlines() if json.loads(line).get("seq") not in seqs]
+            log["stderr"] = "\n".join(kept)
+        path.write_text(json.dumps(document))
+    lab2 = folder / "workers" / "lab2.json"
+    document = json.loads(lab2.read_text())
+    for seq in sorted(rejected or ()):
+        event = {
+            "event": "rejected",
+            "ts": report_of(folder).started + 1,
+            "host": "lab2",
+            "worker": "worker-1",
+            "run_id": ACK_RUN,
+            "seq": seq,
+            "message_id": f"{ACK_RUN}.{seq}",
+            "reason": "empty",
+        }
+        document["logs"][0]["stderr"] += "\n" + json.dumps(event)
+    lab2.write_text(json.dumps(document))
+    broker = folder / "broker" / "lab1.json"
+    document = json.loads(broker.read_text())
+    document["stdout"] = json.dumps(
+        [{"name": "task_queue", "messages_ready": ready, "messages_unacknowledged": 0, "consumers": 2}]
+    )
+    broker.write_text(json.dumps(document))
+    return folder
+
+
+def test_tasks_the_broker_still_holds_are_queued_not_lost(tmp_path: Path) -> None:
+    report = report_of(_without_tasks(tmp_path, {9, 10}, ready=2))
+    assert report.seqs(fates.QUEUED) == [9, 10] and report.count(fates.LOST) == 0
+    assert not report.settled and report.verdict.endswith("still running: 2 queued (report again when it settles)")
+
+
+def test_tasks_seen_nowhere_are_unaccounted_and_said_so(tmp_path: Path) -> None:
+    report = report_of(_without_tasks(tmp_path, {9, 10}, ready=0))
+    assert report.seqs(fates.UNACCOUNTED) == [9, 10] and report.count(fates.LOST) == 0
+    assert "; 2 unaccounted (#9-#10)" in report.verdict
+    assert any("seen by no worker and not in the queue" in s for s in report.missing)
+
+
+def test_a_rejected_task_is_named_with_where_it_went(tmp_path: Path) -> None:
+    report = report_of(_without_tasks(tmp_path, {10}, ready=0, rejected={10}))
+    (task,) = [t for t in report.tasks if t.seq == 10]
+    assert task.fate == fates.REJECTED and task.note.endswith("moved to the dead-letter queue")
+    assert "; 1 rejected (#10)" in report.verdict
+
+
+def test_live_state_calls_a_worker_silent_when_it_stops_speaking() -> None:
+    state = LiveState()
+    state.apply({"event": "alive", "host": "pc1", "worker": "worker-1", "ts": 100.0, "mode": "ack"})
+    assert state.rows(now=110.0)[0][1] == "consuming"
+    assert state.rows(now=100.0 + SILENT_SECONDS + 5)[0][1] == f"silent for {SILENT_SECONDS + 5:.0f} s"

@@ -6,13 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv demo demo-processes watch test lint broker engine images bench lab-up lab-down lab-status clean
+.PHONY: help venv demo demo-processes watch test test-quick lint broker engine images bench lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
 	@echo "make demo-processes  the tutorial as local processes, no Docker needed"
 	@echo "make watch [INVENTORY=...]  the live view: the queue and each worker's task, while a run goes on"
 	@echo "make test    lint and run every test (installs RabbitMQ, Docker and the images if needed)"
+	@echo "make test-quick  lint, units and the programs against a local broker: no Docker, no lab"
 	@echo "make images  build the worker and producer images with no registry"
 	@echo "make bench   compare the worker and producer with bare pika loops"
 	@echo "make lab-up [HOSTS=5]  a virtual lab: Debian hosts with systemd and SSH (lab-down, lab-status)"
@@ -54,8 +55,15 @@ lint: venv
 	$(VENV)/bin/yamllint -c .yamllint.yml .
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --nocolor -q
 
-test: lint broker images
+# The tests start RabbitMQ nodes of their own (workqueue-tests, port 5673) and never touch yours.
+test: lint images
 	$(VENV)/bin/pytest
+
+# For your own loop: lint, the units and the programs against the tests' broker (no Docker, no lab).
+QUICK_TESTS := tests/test_units.py tests/test_report.py tests/test_bad_input.py tests/test_dispatch.py \
+	tests/test_failures.py tests/test_watch.py
+test-quick: lint
+	$(VENV)/bin/pytest $(QUICK_TESTS)
 
 HOSTS ?= 5
 

@@ -51,10 +51,24 @@ def test_fair_dispatch_prefetch_one_never_piles_tasks_on_a_busy_worker(lab: Lab)
     for worker in workers:
         worker.wait_for(lambda: len(done_seqs(workers)) == 8, 30, "all tasks done")
     for worker in workers:
-        events = [e for e in worker.events() if e["event"] in ("received", "done")]
-        held = 0
-        for event in events:
-            held += 1 if event["event"] == "received" else -1
-            assert held <= 1, f"{worker.name} held two unacknowledged tasks: {events}"
+        assert held_at_most(worker) == 1, f"{worker.name} held two unacknowledged tasks: {worker.events()}"
     long_tasks_by = {by[0] for seq, by in done_seqs(workers).items() if seq % 2}
     assert long_tasks_by == {w.name for w in workers}, "long tasks were not shared"
+
+
+def held_at_most(worker) -> int:
+    """The most tasks a worker held at once (received, not yet done), from its events."""
+    held = most = 0
+    for event in worker.events():
+        if event["event"] in ("received", "done"):
+            held += 1 if event["event"] == "received" else -1
+            most = max(most, held)
+    return most
+
+
+def test_prefetch_above_one_lets_a_worker_hold_that_many_and_no_more(lab: Lab) -> None:
+    worker = lab.worker("--mode", "ack", "--prefetch", "3", "--seconds-per-dot", "0.05")
+    worker.wait_for_event("consuming")
+    publish(["work....."] * 8)  # 0.25 s each: the broker sends ahead while the worker works
+    worker.wait_for(lambda: len(worker.events("done")) == 8, 30, "all tasks done")
+    assert held_at_most(worker) == 3

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 import time
 
-from tests.conftest import URL, consumer_count
+from tests.conftest import NODE, URL, VHOST, assert_counts, consumer_count, declared
 from virtual_lab import local_broker
+from virtual_lab.processes import ROOT, done_seqs, received_seqs
 from virtual_lab.processes import LocalLab as Lab
-from virtual_lab.processes import done_seqs, received_seqs
+from workqueue.tasks import seq_list
+
+HEALTHCHECK = ROOT / "worker_image" / "healthcheck.py"
 
 
 def test_noack_stopped_worker_loses_only_tasks_dispatched_to_it(lab: Lab) -> None:
@@ -33,13 +40,14 @@ def test_noack_stopped_worker_loses_only_tasks_dispatched_to_it(lab: Lab) -> Non
     assert {e["seq"] for e in stopped.events("abandoned")} == lost
     assert all(e["fate"] == "lost" for e in stopped.events("abandoned"))
     assert not any(e["redelivered"] for w in others for e in w.events("received"))
-    assert local_broker.queue_counts()["hello"] == (0, 0), "noack: nothing left to redeliver"
+    assert_counts("hello", (0, 0))
     assert " [*] Stopped (SIGTERM)" in stopped.lines()
 
 
 def test_ack_killed_worker_task_is_redelivered_and_done_elsewhere(lab: Lab) -> None:
     workers = lab.workers(3, "--mode", "ack", "--seconds-per-dot", "0.2")
-    producer = lab.produce("6", "--url", URL)
+    # Ten dots a task: 2 s in a worker's hands, a wide window for the SIGKILL to land in.
+    producer = lab.produce("6", "task ..........", "--url", URL)
     assert producer.process.returncode == 0, producer.errors()
     assert "Run " in producer.lines()[-1] and "6 sent, 6 confirmed" in producer.lines()[-1]
 
@@ -48,6 +56,7 @@ def test_ack_killed_worker_task_is_redelivered_and_done_elsewhere(lab: Lab) -> N
     killed.signal(signal.SIGKILL)
     killed.wait(timeout=10)
     assert in_flight not in {e["seq"] for e in killed.events("done")}
+    assert killed.events("worker_stopped") == [], "SIGKILL: no clean-up, not even a word"
 
     for worker in others:
         worker.wait_for(
@@ -57,7 +66,13 @@ def test_ack_killed_worker_task_is_redelivered_and_done_elsewhere(lab: Lab) -> N
     assert [seq for _, seq in redelivered] == [in_flight]
     assert in_flight in done_seqs(others)
     assert set(done_seqs(workers)) == set(range(1, 7)), "nothing lost in ack mode"
-    assert local_broker.queue_counts()["task_queue"] == (0, 0)
+    assert_counts("task_queue", (0, 0))
+
+
+def heartbeats(node: local_broker.Node) -> list[int]:
+    """The heartbeat timeout each client connection of the node negotiated, as the broker says."""
+    listed = local_broker.ctl(node, "list_connections", "--formatter", "json", "timeout", "vhost").stdout
+    return [c["timeout"] for c in json.loads(listed) if c["vhost"] == VHOST]
 
 
 def test_long_task_does_not_starve_heartbeats(lab: Lab) -> None:
@@ -67,22 +82,89 @@ def test_long_task_does_not_starve_heartbeats(lab: Lab) -> None:
     worker.wait_for_event("consuming")
     producer = lab.produce("1", "long....", "--url", URL)
     assert producer.process.returncode == 0, producer.errors()
+    worker.wait_for_event("received")
+    assert heartbeats(NODE) == [1], "the worker's connection really runs on a 1 s heartbeat"
     worker.wait_for_event("done", timeout=20)
-    time.sleep(1.5)  # the acknowledgement travels on the same connection
+    # The acknowledgement travels on the same connection: the broker holds nothing back.
+    assert_counts("task_queue", (0, 0))
     assert worker.events("connection_lost") == []
     assert [e["redelivered"] for e in worker.events("received")] == [False]
-    assert local_broker.queue_counts()["task_queue"] == (0, 0)
+
+
+def test_noack_killed_worker_loses_what_it_held(lab: Lab) -> None:
+    workers = lab.workers(3, "--mode", "noack", "--seconds-per-dot", "0.1")
+    producer = lab.produce("9", "--mode", "noack")
+    assert producer.process.returncode == 0, producer.errors()
+    killed, others = workers[1], [workers[0], workers[2]]
+    killed.wait_for_event("done")
+    killed.signal(signal.SIGKILL)
+    killed.wait(timeout=10)
+    for worker in others:
+        worker.wait_for(lambda w=worker: len(w.events("done")) == len(w.events("received")), 30, "own tasks done")
+    lost = set(range(1, 10)) - set(done_seqs(workers))
+    assert lost and lost <= set(received_seqs(killed)), "only what the killed worker held is lost"
+    assert_counts("hello", (0, 0))
+
+
+def test_noack_broker_restart_loses_the_queue_and_its_tasks(lab: Lab) -> None:
+    producer = lab.produce("4", "task", "--mode", "noack")
+    assert producer.process.returncode == 0, producer.errors()
+    assert_counts("hello", (4, 0))
+    local_broker.restart_broker(NODE)
+    assert not declared("hello"), "a transient queue does not survive the broker"
+
+
+def test_sigint_stops_the_worker_like_sigterm(lab: Lab) -> None:
+    worker = lab.worker("--mode", "ack", "--seconds-per-dot", "0.2")
+    worker.wait_for_event("consuming")
+    assert lab.produce("1", "long..........").process.returncode == 0
+    worker.wait_for_event("received")
+    worker.signal(signal.SIGINT)
+    assert worker.wait(timeout=10) == 0
+    assert " [*] Stopped (SIGINT)" in worker.lines()
+    assert [e["fate"] for e in worker.events("abandoned")] == ["requeued"]
+    assert_counts("task_queue", (1, 0))
+
+
+def test_start_up_retries_with_backoff_then_gives_up_in_one_line(lab: Lab) -> None:
+    worker = lab.worker("--url", "amqp://guest:guest@127.0.0.1:1/%2F", "--connect-timeout", "4")
+    assert worker.wait(timeout=30) == 1
+    delays = [line.rsplit("retrying in ", 1)[1] for line in worker.errors().splitlines() if "retrying in" in line]
+    assert delays == ["0.5 s", "1 s", "2 s"], worker.errors()
+    assert "broker not reachable for user 'guest' at 127.0.0.1:1, vhost '/' within 4 s" in worker.errors()
+
+
+def test_health_check_follows_the_consuming_loop(lab: Lab, tmp_path) -> None:
+    health = tmp_path / "consuming"
+    worker = lab.worker("--mode", "ack", env={"HEALTH_FILE": str(health)})
+    worker.wait_for_event("consuming")
+    worker.wait_for(health.exists, 10, "the health file")
+
+    def check() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, str(HEALTHCHECK)]
+        env = {**os.environ, "HEALTH_FILE": str(health)}
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=10, check=False)
+
+    assert check().returncode == 0
+    worker.signal(signal.SIGSTOP)  # a hung worker: its loop stops touching the file
+    try:
+        old = time.time() - 60
+        os.utime(health, (old, old))  # as if a minute had passed
+        assert check().returncode == 1 and check().stdout.startswith("not consuming for ")
+    finally:
+        worker.signal(signal.SIGCONT)
+    worker.wait_for(lambda: check().returncode == 0, 15, "healthy again once it consumes")
 
 
 def test_broker_restart_keeps_persistent_tasks_and_worker_reconnects(lab: Lab) -> None:
     producer = lab.produce("5", "task", "--url", URL)
     assert producer.process.returncode == 0, producer.errors()
-    local_broker.restart_broker()
-    assert local_broker.queue_counts()["task_queue"] == (5, 0), "durable queue, persistent tasks: all kept"
+    local_broker.restart_broker(NODE)
+    assert_counts("task_queue", (5, 0))
 
     worker = lab.worker("--mode", "ack", "--seconds-per-dot", "0")
     worker.wait_for(lambda: len(worker.events("done")) == 5, 30, "the five kept tasks done")
-    local_broker.restart_broker()
+    local_broker.restart_broker(NODE)
     worker.wait_for_event("connection_lost", timeout=30)
     worker.wait_for(lambda: len(worker.events("consuming")) == 2, 60, "consuming again after the restart")
     assert consumer_count("task_queue") == 1
@@ -91,3 +173,25 @@ def test_broker_restart_keeps_persistent_tasks_and_worker_reconnects(lab: Lab) -
     assert producer.process.returncode == 0, producer.errors()
     worker.wait_for(lambda: len(worker.events("done")) == 8, 30, "the new tasks done")
     assert worker.process.poll() is None
+
+
+def test_producer_exits_1_naming_the_tasks_the_broker_did_not_confirm(lab: Lab) -> None:
+    # A full queue that refuses more (a policy of the test's own, above the lab's): the broker nacks.
+    full = json.dumps({"max-length": 2, "overflow": "reject-publish"})
+    local_broker.ctl(
+        NODE, "set_policy", "-p", VHOST, "--apply-to", "queues", "--priority", "9", "full", "^task_queue$", full
+    )
+    try:
+        producer = lab.produce("6", "task")
+    finally:
+        local_broker.ctl(NODE, "clear_policy", "-p", VHOST, "full")
+    assert producer.process.returncode == 1
+    (finished,) = producer.events("run_finished")
+    unconfirmed = finished["unconfirmed"]
+    assert unconfirmed and unconfirmed == list(range(7 - len(unconfirmed), 7)), unconfirmed
+    line = producer.errors().strip().splitlines()[-1]
+    assert (
+        line
+        == f"new_task.py: error: {len(unconfirmed)} of 6 tasks not confirmed by the broker: {seq_list(unconfirmed)}"
+    )
+    assert_counts("task_queue", (6 - len(unconfirmed), 0))  # every confirmed task is kept

@@ -1,41 +1,55 @@
 """The playbooks end to end, on the tests' own virtual lab, through ansible-playbook only.
 
 One lab for the module: testlab1 the broker, testlab2 and testlab3 workers, testlab4 the
-producer. The tests run in order, each leaving the lab deployed for the next.
+producer. Each test asks for the deployment it needs with ``deploy(...)``, which runs
+site.yml only when the lab is not already deployed that way (a test that disturbs the lab,
+a drill say, says so with ``disturbed()``). So the tests share one deployed lab when run in
+order, and any one of them runs on its own with ``pytest -k``.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import pika
 import pytest
 import yaml
 
+from report import lab_settings
 from virtual_lab import engine, hosts, images, lab_runs
 from virtual_lab.hosts import TEST_LAB
-from virtual_lab.lab_runs import done_by, on, recap, run_id_of, unfinished, wait_until
+from virtual_lab.lab_runs import done_by, on, on_result, recap, run_id_of, unfinished, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKER, WORKER_A, WORKER_B, PRODUCER = (f"{TEST_LAB.name}{i}" for i in range(1, 5))
-FAST = ["-e", "seconds_per_dot=0.2"]  # every run passes it: the workers' settings stay the same
-CREDENTIALS = ROOT / ".credentials" / "rabbitmq-workqueue-password"
-OUTPUTS: list[str] = []
+WORKERS = (WORKER_A, WORKER_B)
+BROKER_ADDRESS = f"{TEST_LAB.subnet_prefix}.{hosts.FIRST_ADDRESS}"
+FAST = ("-e", "seconds_per_dot=0.2")  # every run passes it: the workers' settings stay the same
+NOACK = ("-e", "task_mode=noack")
+GUEST = ("-e", "rabbitmq_guest_remote_access=true")
+assert TEST_LAB.credentials is not None
+CREDENTIALS = TEST_LAB.credentials / "rabbitmq-workqueue-password"
+# Drill tasks last 6 s (30 dots at 0.2 s): a stop through ansible-playbook takes a few seconds.
+LONG = ("-e", "task_message=long..............................")
 
 
 def playbook(name: str, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
-    done = lab_runs.playbook(TEST_LAB, name, *args, inventory=inventory)
-    OUTPUTS.append(done.stdout + done.stderr)
-    return done
+    return lab_runs.playbook(TEST_LAB, name, *args, inventory=inventory)
 
 
-def deployed(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
+def succeeded(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     return recap(done.stdout)
+
+
+def changed(done: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    return {host: counts["changed"] for host, counts in recap(done.stdout).items()}
 
 
 @pytest.fixture(scope="module")
@@ -49,35 +63,102 @@ def client() -> docker.DockerClient:
 def lab(client: docker.DockerClient) -> Iterator[docker.DockerClient]:
     hosts.down(client, TEST_LAB)
     hosts.up(client, 4, TEST_LAB)
+    disturbed()
     yield client
     hosts.down(client, TEST_LAB)
 
 
-def consumers(client: docker.DockerClient, queue: str) -> int:
-    listed = on(client, BROKER, "rabbitmqctl", "list_queues", "-p", "workqueue", "name", "consumers", "-q")
-    counts = dict(line.split("\t") for line in listed.strip().splitlines()[1:] if "\t" in line)
-    return int(counts.get(queue, 0))
+# --- the deployment each test needs
+
+_deployed: dict[str, tuple[str, ...] | None] = {"settings": None}
 
 
-def queue_counts(client: docker.DockerClient, queue: str) -> tuple[int, int]:
-    listed = on(client, BROKER, "rabbitmqctl", "list_queues", "-p", "workqueue", "--formatter", "json",
-                "name", "messages_ready", "messages_unacknowledged")  # fmt: skip
+def deploy(client: docker.DockerClient, *settings: str) -> subprocess.CompletedProcess[str] | None:
+    """The lab deployed with these settings (on top of FAST): site.yml, unless it already is."""
+    if _deployed["settings"] == settings:
+        return None
+    disturbed()
+    done = playbook("site.yml", *FAST, *settings)
+    succeeded(done)
+    queue = "hello" if "task_mode=noack" in settings else "task_queue"
+    vhost = "/" if "rabbitmq_guest_remote_access=true" in settings else "workqueue"
+    wait_until(lambda: consumers(client, queue, vhost) == 2, 60, f"two consumers on {queue}")
+    _deployed["settings"] = settings
+    return done
+
+
+def disturbed() -> None:
+    """The lab is no longer as the last deploy left it: the next deploy runs site.yml."""
+    _deployed["settings"] = None
+
+
+# --- what the broker and the workers say
+
+
+def consumers(client: docker.DockerClient, queue: str, vhost: str = "workqueue") -> int:
+    listed = on(
+        client, BROKER, "rabbitmqctl", "list_queues", "-q", "-p", vhost, "--formatter", "json", "name", "consumers"
+    )
+    return next((q["consumers"] for q in json.loads(listed or "[]") if q["name"] == queue), 0)
+
+
+def queue_counts(client: docker.DockerClient, queue: str, vhost: str = "workqueue") -> tuple[int, int]:
+    listed = on(
+        client,
+        BROKER,
+        "rabbitmqctl",
+        "list_queues",
+        "-q",
+        "-p",
+        vhost,
+        "--formatter",
+        "json",
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+    )
     rows = {q["name"]: (q["messages_ready"], q["messages_unacknowledged"]) for q in json.loads(listed or "[]")}
     return rows.get(queue, (0, 0))
+
+
+def settled_counts(client: docker.DockerClient, queue: str, expected: tuple[int, int]) -> None:
+    """The broker comes to count (ready, unacknowledged): a quorum queue's figures lag by seconds."""
+    try:
+        wait_until(lambda: queue_counts(client, queue) == expected, 30, f"{expected} on {queue}")
+    except TimeoutError:
+        assert queue_counts(client, queue) == expected
 
 
 def worker_events(client: docker.DockerClient, host: str, run_id: str) -> list[dict]:
     return lab_runs.worker_events(client, host, run_id)
 
 
+def done_seqs(client: docker.DockerClient, run_id: str) -> dict[int, list[str]]:
+    return done_by(client, list(WORKERS), run_id)
+
+
+def workers_on(client: docker.DockerClient, host: str) -> dict[str, tuple[str, str]]:
+    """Each worker container on a host, running or not: name -> (container id, when it started)."""
+    listed = on(client, host, "docker", "ps", "-aq", "--filter", "label=workqueue-lab=worker").split()
+    if not listed:
+        return {}
+    found = json.loads(on(client, host, "docker", "inspect", *listed))
+    return {c["Name"].lstrip("/"): (c["Id"], c["State"]["StartedAt"]) for c in found}
+
+
+def lab_state(client: docker.DockerClient) -> dict[str, object]:
+    """What a playbook could change: the containers on the hosts, the broker's vhosts, users and configuration."""
+    state: dict[str, object] = {host: workers_on(client, host) for host in WORKERS}
+    state["vhosts"] = on(client, BROKER, "rabbitmqctl", "list_vhosts", "-q")
+    state["users"] = on(client, BROKER, "rabbitmqctl", "list_users", "-q")
+    state["config"] = on_result(client, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
+    return state
+
+
 def produce(*args: str) -> str:
     done = playbook("produce.yml", *FAST, *args)
     assert done.returncode == 0, done.stdout[-3000:]
     return run_id_of(done.stdout)
-
-
-def done_seqs(client: docker.DockerClient, run_id: str) -> dict[int, list[str]]:
-    return done_by(client, [WORKER_A, WORKER_B], run_id)
 
 
 def report(folder: Path, *args: str, inventory: Path | None = None) -> tuple[subprocess.CompletedProcess[str], dict]:
@@ -87,31 +168,170 @@ def report(folder: Path, *args: str, inventory: Path | None = None) -> tuple[sub
     return done, json.loads(written[-1].read_text()) if written else {}
 
 
+# --- the tutorial's own programs, as a student writes them (from the tutorial's documented behaviour)
+
+
+class TutorialWorker:
+    """A student's worker.py as the tutorial writes it: durable task_queue, prefetch 1, ack after the work."""
+
+    def __init__(self, url: str, arguments: dict[str, str] | None = None) -> None:
+        self.received: list[str] = []
+        self._stop = threading.Event()
+        self._connection = pika.BlockingConnection(pika.URLParameters(url))
+        channel = self._connection.channel()
+        channel.queue_declare(queue="task_queue", durable=True, arguments=arguments)
+        channel.basic_qos(prefetch_count=1)
+        channel.basic_consume(queue="task_queue", on_message_callback=self._callback)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _callback(self, channel, method, properties, body: bytes) -> None:
+        self.received.append(body.decode())
+        channel.basic_ack(delivery_tag=method.delivery_tag)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._connection.process_data_events(time_limit=0.2)
+        self._connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def tutorial_new_task(url: str, bodies: list[str], arguments: dict[str, str] | None = None) -> None:
+    """A student's new_task.py as the tutorial writes it: declare task_queue durable, publish persistent."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.queue_declare(queue="task_queue", durable=True, arguments=arguments)
+    for body in bodies:
+        properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+        channel.basic_publish(exchange="", routing_key="task_queue", body=body.encode(), properties=properties)
+    connection.close()
+
+
+def foreign_done(client: docker.DockerClient) -> list[tuple[str, str]]:
+    """(worker host, origin) of every task from another producer that the lab's workers finished."""
+    found = []
+    for host in WORKERS:
+        received: list[str] = []
+        for event in lab_runs.container_events(client, host):
+            if event.get("run_id") is None and event["event"] == "received":
+                received.append(event["origin"])
+            elif event.get("run_id") is None and event["event"] == "done" and received:
+                found.append((host, received.pop(0)))
+    return found
+
+
+def student_url(guest: bool = False) -> str:
+    """What a student writes: the broker's address, and in the dedicated mode the user, password and vhost."""
+    if guest:
+        return f"amqp://guest:guest@{BROKER_ADDRESS}:5672/%2F"
+    return f"amqp://workqueue:{CREDENTIALS.read_text().strip()}@{BROKER_ADDRESS}:5672/workqueue"
+
+
+# --- deploying
+
+
 def test_site_on_fresh_hosts_deploys_broker_and_connected_workers(lab: docker.DockerClient) -> None:
-    result = deployed(playbook("site.yml", *FAST))
-    assert all(counts["failed"] == 0 for counts in result.values())
+    if _deployed["settings"] is not None or on_result(lab, WORKER_A, "test", "-e", "/usr/bin/docker")[0] == 0:
+        pytest.skip("the lab was deployed by an earlier test: this one needs fresh hosts")  # only out of order
+    done = deploy(lab)
+    assert done is not None
+    assert all(counts["failed"] == 0 for counts in recap(done.stdout).values())
     assert on(lab, BROKER, "systemctl", "is-active", "rabbitmq-server").strip() == "active"
-    for host in (WORKER_A, WORKER_B):
-        assert "workqueue-worker-1" in on(lab, host, "docker", "ps", "--format", "{{.Names}}")
-    wait_until(lambda: consumers(lab, "task_queue") == 2, 60, "two consumers on task_queue")
+    for host in WORKERS:
+        assert list(workers_on(lab, host)) == ["workqueue-worker-1"]
+    # The one change a student makes to the tutorial's programs, printed for this lab (never the password).
+    assert f'host="{BROKER_ADDRESS}", virtual_host="workqueue",' in done.stdout
+    assert 'credentials=pika.PlainCredentials("workqueue", PASSWORD)))' in done.stdout
+    # The lab's queue is a quorum queue, declared with no argument: the vhost's default type.
+    listed = on(
+        lab,
+        BROKER,
+        "rabbitmqctl",
+        "list_queues",
+        "-q",
+        "-p",
+        "workqueue",
+        "--formatter",
+        "json",
+        "name",
+        "type",
+        "arguments",
+        "policy",
+    )
+    task_queue = next(q for q in json.loads(listed) if q["name"] == "task_queue")
+    assert (task_queue["type"], task_queue["policy"]) == ("quorum", "workqueue-task-queue")
+    assert task_queue["arguments"] == [["x-queue-type", "longstr", "quorum"]], "the vhost's type, no other argument"
 
 
 def test_second_site_changes_nothing_and_check_mode_is_clean(lab: docker.DockerClient) -> None:
-    again = deployed(playbook("site.yml", *FAST, "-v"))
-    assert {host: counts["changed"] for host, counts in again.items()} == dict.fromkeys(again, 0)
-    checked = deployed(playbook("site.yml", *FAST, "--check", "--diff"))
-    assert {host: counts["changed"] for host, counts in checked.items()} == dict.fromkeys(checked, 0)
+    deploy(lab)
+    again = playbook("site.yml", *FAST, "-v")
+    succeeded(again)
+    assert changed(again) == dict.fromkeys(changed(again), 0)
+    checked = playbook("site.yml", *FAST, "--check", "--diff")
+    succeeded(checked)
+    assert changed(checked) == dict.fromkeys(changed(checked), 0)
 
 
-# Drill tasks last 6 s (30 dots at 0.2 s): a stop through ansible-playbook takes a few seconds.
-LONG = "-e", "task_message=long.............................."
+def test_make_watch_finds_the_broker_and_the_tests_own_password_from_the_inventory(lab: docker.DockerClient) -> None:
+    deploy(lab)
+    found = lab_settings.from_inventory(TEST_LAB.inventory)
+    assert found.url == f"amqp://workqueue@{BROKER_ADDRESS}:5672/workqueue"
+    # The tests' lab keeps its own password, never the one of a lab a developer made with make lab-up.
+    assert found.password_file == str(CREDENTIALS.resolve()) and CREDENTIALS.is_relative_to(ROOT / "build")
+
+
+def test_the_tutorials_own_programs_work_beside_the_lab(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab)
+    url = student_url()
+    before = len(foreign_done(lab))
+    # The seed's declaration (durable=True alone) and today's tutorial's (x-queue-type quorum) both work.
+    tutorial_new_task(url, ["seed style #1", "seed style #2"])
+    tutorial_new_task(url, ["quorum style #1"], arguments={"x-queue-type": "quorum"})
+    wait_until(lambda: len(foreign_done(lab)) == before + 3, 30, "the three students' tasks done by the lab")
+    assert {origin for _, origin in foreign_done(lab)[before:]} == {
+        "another producer: 'seed style #1'",
+        "another producer: 'seed style #2'",
+        "another producer: 'quorum style #1'",
+    }
+
+    # A student's worker takes a round-robin share of the lab producer's run, beside the containers.
+    student = TutorialWorker(url)
+    try:
+        wait_until(lambda: consumers(lab, "task_queue") == 3, 30, "the student's worker among the consumers")
+        run_id = produce("-e", "task_count=9", "-e", "task_message=t")
+        wait_until(lambda: len(done_seqs(lab, run_id)) + len(student.received) == 9, 30, "the nine tasks done")
+    finally:
+        student.stop()
+    by_student = sorted(int(body.split("#")[1]) for body in student.received)
+    assert 2 <= len(by_student) <= 4, by_student  # its share of three consumers, not all and not none
+    assert set(by_student).isdisjoint(done_seqs(lab, run_id)) and len(done_seqs(lab, run_id)) == 9 - len(by_student)
+
+    # A poison task from a student's program is dead-lettered by the broker's policy, not dropped.
+    tutorial_new_task(url, ["", "after the poison"])
+    wait_until(lambda: queue_counts(lab, "task_queue.rejected")[0] == 1, 30, "the empty task in task_queue.rejected")
+
+    # The report counts the students' tasks apart: the run's own tasks are all accounted for.
+    done, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert data["counts"] == {"done": 9 - len(by_student), "unaccounted": len(by_student)}
+    assert sorted(f["outcome"] for f in data["foreign"]) == ["done", "rejected"]
+    assert "; 2 tasks from other producers, done by " in data["verdict"] and data["verdict"].endswith("1 rejected")
+
+
+# --- the drills
 
 
 def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab)
     run_id = produce("-e", "task_count=6", *LONG)
 
     wait_until(lambda: bool(unfinished(lab, WORKER_B, run_id)), 30, f"a task in hand on {WORKER_B}")
-    deployed(playbook("stop_worker.yml", "-e", f"target={WORKER_B}"))
+    disturbed()
+    succeeded(playbook("stop_worker.yml", "-e", f"target={WORKER_B}"))
     events_b = worker_events(lab, WORKER_B, run_id)
     in_flight = {e["seq"] for e in events_b if e["event"] == "abandoned"}
     assert len(in_flight) == 1 and all(e["fate"] == "requeued" for e in events_b if e["event"] == "abandoned")
@@ -120,11 +340,12 @@ def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient, tmp_
     events_a = worker_events(lab, WORKER_A, run_id)
     redelivered = [e["seq"] for e in events_a if e["event"] == "received" and e["redelivered"]]
     assert redelivered == sorted(in_flight)
-    assert queue_counts(lab, "task_queue") == (0, 0)
+    settled_counts(lab, "task_queue", (0, 0))
 
     # The report of the run says the same: nothing lost, the task in hand redelivered and named.
     done, data = report(tmp_path, "-e", f"run_id={run_id}")
     assert done.returncode == 0, done.stdout[-3000:]
+    assert changed(done) == dict.fromkeys(changed(done), 0), "report.yml changes nothing on the hosts"
     assert data["run_id"] == run_id and data["counts"] == {"done": 6}
     (again,) = [t for t in data["tasks"] if t["deliveries"] > 1]
     assert [again["seq"]] == sorted(in_flight)
@@ -136,24 +357,28 @@ def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient, tmp_
 
 
 def test_site_restarts_a_stopped_worker(lab: docker.DockerClient) -> None:
+    deploy(lab)
+    disturbed()
+    succeeded(playbook("stop_worker.yml", "-e", f"target={WORKER_B}"))
     assert "workqueue-worker-1" not in on(lab, WORKER_B, "docker", "ps", "--format", "{{.Names}}")
-    deployed(playbook("site.yml", *FAST))
+    succeeded(playbook("site.yml", *FAST))
     assert "workqueue-worker-1" in on(lab, WORKER_B, "docker", "ps", "--format", "{{.Names}}")
 
 
 def test_noack_round_robin_gives_each_worker_three(lab: docker.DockerClient) -> None:
-    deployed(playbook("site.yml", *FAST, "-e", "task_mode=noack"))
-    wait_until(lambda: consumers(lab, "hello") == 2, 60, "two consumers on hello")
-    run_id = produce("-e", "task_mode=noack", "-e", "task_count=6", "-e", "task_message=task")
+    deploy(lab, *NOACK)
+    run_id = produce(*NOACK, "-e", "task_count=6", "-e", "task_message=task")
     wait_until(lambda: len(done_seqs(lab, run_id)) == 6, 30, "six tasks done")
     by_host = [h for by in done_seqs(lab, run_id).values() for h in by]
     assert sorted(by_host) == sorted([WORKER_A] * 3 + [WORKER_B] * 3)
 
 
 def test_noack_stopped_worker_loses_its_unfinished_share(lab: docker.DockerClient, tmp_path: Path) -> None:
-    run_id = produce("-e", "task_mode=noack", "-e", "task_count=6", *LONG)
+    deploy(lab, *NOACK)
+    run_id = produce(*NOACK, "-e", "task_count=6", *LONG)
     wait_until(lambda: any(e["event"] == "received" for e in worker_events(lab, WORKER_B, run_id)), 30, "tasks")
-    deployed(playbook("stop_worker.yml", "-e", f"target={WORKER_B}"))
+    disturbed()
+    succeeded(playbook("stop_worker.yml", "-e", f"target={WORKER_B}"))
     received_a = {e["seq"] for e in worker_events(lab, WORKER_A, run_id) if e["event"] == "received"}
     wait_until(lambda: received_a <= set(done_seqs(lab, run_id)), 90, f"{WORKER_A} done with its own tasks")
     received_b = {e["seq"] for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "received"}
@@ -162,8 +387,8 @@ def test_noack_stopped_worker_loses_its_unfinished_share(lab: docker.DockerClien
     assert {e["seq"] for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "abandoned"} == lost
     assert queue_counts(lab, "hello") == (0, 0)
 
-    # The report of the newest run (this one, not the round-robin run before it): the lost set
-    # is the tasks that never reached " [x] Done", all dispatched to the stopped worker.
+    # The report of the newest run: the lost set is the tasks that never reached " [x] Done",
+    # all dispatched to the stopped worker.
     done, data = report(tmp_path)
     assert done.returncode == 0, done.stdout[-3000:]
     assert data["run_id"] == run_id and data["settled"]
@@ -175,70 +400,146 @@ def test_noack_stopped_worker_loses_its_unfinished_share(lab: docker.DockerClien
     assert f": dispatched to {WORKER_B}/worker-1, stopped at " in done.stdout
 
 
+def test_a_worker_comes_back_with_its_host_and_a_stopped_one_stays_stopped(lab: docker.DockerClient) -> None:
+    deploy(lab)
+    disturbed()
+    on(lab, WORKER_B, "docker", "stop", "workqueue-worker-1")  # stopped on purpose, as a drill does
+    before_a = workers_on(lab, WORKER_A)
+    for host in WORKERS:  # the machines reboot (systemd inside shuts down and boots again)
+        lab.containers.get(host).restart(timeout=30)
+    wait_until(lambda: all(hosts.ssh_answers(TEST_LAB, h.address) for h in hosts.plan(4, TEST_LAB)), 90, "SSH")
+
+    def running(host: str) -> list[str]:
+        return on(lab, host, "docker", "ps", "--format", "{{.Names}}").split()
+
+    wait_until(lambda: running(WORKER_A) == ["workqueue-worker-1"], 90, f"the worker back on {WORKER_A}")
+    assert workers_on(lab, WORKER_A)["workqueue-worker-1"][0] == before_a["workqueue-worker-1"][0], "the same one"
+    assert running(WORKER_B) == [], "unless-stopped: a worker stopped on purpose stays stopped across a reboot"
+
+
+# --- changing the deployment
+
+
 def test_scaling_adds_and_removes_workers_and_nothing_else(lab: docker.DockerClient) -> None:
-    more = deployed(playbook("site.yml", *FAST, "-e", "workers_per_host=2"))
-    assert more[BROKER]["changed"] == 0 and more[PRODUCER]["changed"] == 0
+    deploy(lab)
+    first = workers_on(lab, WORKER_A)["workqueue-worker-1"]
+    disturbed()
+    more = playbook("site.yml", *FAST, "-e", "workers_per_host=2")
+    succeeded(more)
+    assert changed(more)[BROKER] == 0 and changed(more)[PRODUCER] == 0
     wait_until(lambda: consumers(lab, "task_queue") == 4, 60, "four consumers")
-    fewer = deployed(playbook("site.yml", *FAST))
-    assert fewer[BROKER]["changed"] == 0
-    names = on(lab, WORKER_A, "docker", "ps", "-a", "--format", "{{.Names}}").split()
-    assert names == ["workqueue-worker-1"]
+    assert workers_on(lab, WORKER_A)["workqueue-worker-1"] == first, "the existing worker is left running as it was"
+    fewer = playbook("site.yml", *FAST)
+    succeeded(fewer)
+    assert changed(fewer)[BROKER] == 0
+    assert workers_on(lab, WORKER_A) == {"workqueue-worker-1": first}
+    _deployed["settings"] = ()
 
 
 def test_guest_remote_access_mode(lab: docker.DockerClient) -> None:
-    done = playbook("site.yml", *FAST, "-e", "rabbitmq_guest_remote_access=true")
-    deployed(done)
+    done = deploy(lab, *GUEST)
+    assert done is not None
     assert "WARNING: rabbitmq_guest_remote_access is true" in done.stdout
+    assert f'host="{BROKER_ADDRESS}"))' in done.stdout
     assert "loopback_users = none" in on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
-    wait_until(lambda: consumers(lab, "task_queue") == 2, 60, "two guest consumers")
-    assert "amqp://guest@" in on(lab, WORKER_A, "docker", "inspect", "workqueue-worker-1")
-    run_id = produce("-e", "rabbitmq_guest_remote_access=true", "-e", "task_count=2", "-e", "task_message=t")
+    assert f"amqp://guest@{BROKER_ADDRESS}:5672/%2F" in on(lab, WORKER_A, "docker", "inspect", "workqueue-worker-1")
+    run_id = produce(*GUEST, "-e", "task_count=2", "-e", "task_message=t")
     wait_until(lambda: len(done_seqs(lab, run_id)) == 2, 30, "two tasks done as guest")
-    deployed(playbook("site.yml", *FAST))
+    # The tutorial's own setting: guest/guest on the default vhost, only the broker's address changed;
+    # both of the tutorial's declarations meet the lab's queue.
+    before = len(foreign_done(lab))
+    tutorial_new_task(student_url(guest=True), ["guest seed style"])
+    tutorial_new_task(student_url(guest=True), ["guest quorum style"], arguments={"x-queue-type": "quorum"})
+    wait_until(lambda: len(foreign_done(lab)) == before + 2, 30, "the student's two tasks done by the lab")
+    deploy(lab)
     assert "loopback_users" not in on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
 
 
-def test_password_appears_in_no_output_and_no_docker_inspect(lab: docker.DockerClient) -> None:
+def test_password_appears_in_no_output_and_no_docker_inspect(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab)
+    outputs = [playbook("site.yml", *FAST, "-vvv"), playbook("produce.yml", *FAST, "-vvv", "-e", "task_count=2")]
+    outputs.append(report(tmp_path, "-vvv")[0])
     password = CREDENTIALS.read_text().strip()
     assert CREDENTIALS.stat().st_mode & 0o077 == 0, "the credentials file is readable by its owner only"
     assert len(password) >= 20
-    for output in OUTPUTS:
-        assert password not in output
-    assert password not in on(lab, WORKER_A, "docker", "inspect", "workqueue-worker-1")
+    for done in outputs:
+        assert done.returncode == 0, done.stdout[-2000:]
+        assert "TASK [" in done.stdout and password not in done.stdout + done.stderr
+    inspected = {host: json.loads(on(lab, host, "docker", "inspect", *workers_on(lab, host))) for host in WORKERS}
+    assert all(len(found) == 1 for found in inspected.values()), inspected.keys()
+    assert password not in json.dumps(inspected)
 
 
+# --- bad input and unreachable hosts: nothing changes
+
+
+def _lab_inventory(folder: Path, change: dict[str, object] | None = None) -> Path:
+    """The tests' lab inventory, with a change, in a folder of the test's."""
+    document = yaml.safe_load(TEST_LAB.inventory.read_text())
+    children = document["all"]["children"]
+    for key, value in (change or {}).items():
+        group, _, host = key.partition("/")
+        if value is None:
+            children.pop(group)
+        elif host:
+            children[group]["hosts"][host] = value
+        else:
+            children[group] = value
+    path = folder / "hosts.yml"
+    path.write_text(yaml.safe_dump(document))
+    (folder / "group_vars").symlink_to(ROOT / "inventory" / "group_vars")
+    return path
+
+
+SECOND_WORKER = f"{TEST_LAB.subnet_prefix}.12"  # testlab2's address
+# Each case asks for a change (a second worker per host, a mode, an image) that the preflight must stop.
 BAD_INPUTS = {
-    "no broker group": ({"workers": ["w"], "producer": ["w"]}, {}, [], "exactly one host in group broker (it has 0"),
-    "two brokers": ({"broker": ["b", "b2"], "workers": ["w"], "producer": ["w"]}, {}, [], "(it has 2: b, b2)"),
-    "workers_per_host 0": ({"broker": ["b"], "workers": ["w"], "producer": ["w"]}, {"workers_per_host": 0}, [],
-                           "workers_per_host on w must be a whole number, 1 or more (got 0)"),
-    "unknown mode": ({"broker": ["b"], "workers": ["w"], "producer": ["w"]}, {}, ["-e", "task_mode=sometimes"],
-                     "task_mode must be ack or noack (got sometimes)"),
-}  # fmt: skip
+    "no broker group": ({"broker": None}, ["-e", "workers_per_host=2"], "exactly one host in group broker (it has 0"),
+    "two brokers": (
+        {"broker/testlab2": {"ansible_host": SECOND_WORKER}},
+        ["-e", "workers_per_host=2"],
+        "(it has 2: testlab1, testlab2)",
+    ),
+    "workers_per_host 0": (
+        {"workers/testlab2": {"ansible_host": SECOND_WORKER, "workers_per_host": 0}},
+        [],
+        "workers_per_host on testlab2 must be a whole number, 1 or more (got 0)",
+    ),
+    "unknown mode": ({}, ["-e", "task_mode=sometimes"], "task_mode must be ack or noack (got sometimes)"),
+    "missing images": (
+        {},
+        ["-e", "worker_image=workqueue-lab/worker:never-built", "-e", "workers_per_host=2"],
+        "the images workqueue-lab/worker:never-built and workqueue-lab/producer:latest are not both",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_fails_before_any_change(lab: docker.DockerClient, tmp_path: Path, case: str) -> None:
-    groups, host_vars, args, message = BAD_INPUTS[case]
-    done = playbook("site.yml", *args, inventory=_inventory(tmp_path, groups, host_vars))
+    change, args, message = BAD_INPUTS[case]
+    deploy(lab)
+    before = lab_state(lab)
+    done = playbook("site.yml", *FAST, *args, inventory=_lab_inventory(tmp_path, change))
     assert done.returncode != 0
-    assert message in done.stdout
-    assert all(counts["changed"] == 0 for counts in recap(done.stdout).values())
+    assert message in " ".join(done.stdout.split())
+    assert all(count == 0 for count in changed(done).values())
+    assert lab_state(lab) == before, "a bad input must stop before any host is touched"
 
 
 def test_unreachable_host_fails_before_changes_on_healthy_hosts(lab: docker.DockerClient, tmp_path: Path) -> None:
-    lab_inventory = yaml.safe_load(TEST_LAB.inventory.read_text())
-    workers = lab_inventory["all"]["children"]["workers"]["hosts"]
-    workers["ghost"] = {"ansible_host": f"{TEST_LAB.subnet_prefix}.99"}  # on the lab's network, no host there
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump(lab_inventory))
-    (tmp_path / "group_vars").symlink_to(ROOT / "inventory" / "group_vars")
-    done = playbook("site.yml", *FAST, inventory=inventory)
+    deploy(lab)
+    before = lab_state(lab)
+    # On the lab's network, no host there; and a change asked for, which the preflight must stop.
+    ghost = {"workers/ghost": {"ansible_host": f"{TEST_LAB.subnet_prefix}.99"}}
+    inventory = _lab_inventory(tmp_path, ghost)
+    done = playbook("site.yml", *FAST, "-e", "workers_per_host=2", inventory=inventory)
     assert done.returncode != 0
     assert "ghost" in done.stdout and "UNREACHABLE" in done.stdout
-    assert all(counts["changed"] == 0 for counts in recap(done.stdout).values())
+    assert all(count == 0 for count in changed(done).values())
+    assert lab_state(lab) == before, "no worker-2 anywhere: the healthy hosts were not touched"
 
     # The report still reports, and says which host it could not read.
+    produce("-e", "task_count=2", "-e", "task_message=t")
     reported, data = report(tmp_path / "reports", inventory=inventory)
     assert data, reported.stdout[-3000:]
     assert any(s.startswith("ghost: unreachable (") for s in data["missing"])
@@ -246,34 +547,40 @@ def test_unreachable_host_fails_before_changes_on_healthy_hosts(lab: docker.Dock
 
 
 def test_report_with_no_worker_says_so_in_one_line(lab: docker.DockerClient, tmp_path: Path) -> None:
-    inventory = _inventory(tmp_path, {"broker": [], "workers": [], "producer": []}, {})
+    inventory = _lab_inventory(tmp_path, {"broker": {"hosts": {}}, "workers": {"hosts": {}}, "producer": {"hosts": {}}})
     done, data = report(tmp_path / "reports", inventory=inventory)
     assert done.returncode != 0 and not data
     assert "no run is in the events of the lab's workers and producer (no worker host was read" in done.stdout
     assert "Traceback" not in done.stdout
 
 
+# --- teardown
+
+
 def test_teardown_removes_it_all_and_site_works_again(lab: docker.DockerClient) -> None:
-    deployed(playbook("teardown.yml"))
-    for host in (WORKER_A, WORKER_B, PRODUCER):
+    deploy(lab)
+    disturbed()
+    succeeded(playbook("teardown.yml"))
+    for host in (*WORKERS, PRODUCER):
         assert on(lab, host, "docker", "ps", "-aq", "--filter", "label=workqueue-lab").strip() == ""
         assert "workqueue-lab/" not in on(lab, host, "docker", "images", "--format", "{{.Repository}}")
-        assert on(lab, host, "test", "-e", "/etc/workqueue-lab") == ""
-        assert "No such file" in on(lab, host, "ls", "/var/lib/workqueue-lab")
+        for path in ("/etc/workqueue-lab", "/var/lib/workqueue-lab"):
+            assert on_result(lab, host, "test", "-e", path)[0] == 1, f"{path} is still on {host}"
     assert "workqueue" not in on(lab, BROKER, "rabbitmqctl", "list_vhosts", "-q").split()
-    assert "workqueue" not in on(lab, BROKER, "rabbitmqctl", "list_users", "-q")
-    again = deployed(playbook("teardown.yml"))
-    assert {host: counts["changed"] for host, counts in again.items()} == dict.fromkeys(again, 0)
+    assert "workqueue" not in on(lab, BROKER, "rabbitmqctl", "list_users", "-q").split()
+    assert "workqueue-task-queue" not in on(lab, BROKER, "rabbitmqctl", "list_policies", "-q", "-p", "/")
+    assert on_result(lab, BROKER, "test", "-e", "/etc/rabbitmq/rabbitmq.conf")[0] == 1
+    again = playbook("teardown.yml")
+    succeeded(again)
+    assert changed(again) == dict.fromkeys(changed(again), 0)
 
-    deployed(playbook("site.yml", *FAST))
-    wait_until(lambda: consumers(lab, "task_queue") == 2, 60, "two consumers after a new site.yml")
+    deploy(lab)
 
 
-def _inventory(folder: Path, groups: dict[str, list[str]], host_vars: dict[str, object]) -> Path:
-    """An inventory of hosts that need not exist: these runs must stop before reaching any."""
-    children = {group: {"hosts": {name: dict(host_vars) for name in names}} for group, names in groups.items()}
-    document = {"all": {"children": children}}
-    path = folder / "hosts.yml"
-    path.write_text(yaml.safe_dump(document))
-    (folder / "group_vars").symlink_to(ROOT / "inventory" / "group_vars")
-    return path
+def test_teardown_with_purge_removes_the_packages_too(lab: docker.DockerClient) -> None:
+    deploy(lab)
+    disturbed()
+    succeeded(playbook("teardown.yml", "-e", "purge=true"))
+    for host in (*WORKERS, PRODUCER):
+        assert on_result(lab, host, "dpkg-query", "-W", "-f", "${Status}", "docker.io")[1] != "install ok installed"
+    assert on_result(lab, BROKER, "dpkg-query", "-W", "-f", "${Status}", "rabbitmq-server")[1] != "install ok installed"

@@ -102,8 +102,12 @@ def test_up_repairs_a_host_removed_by_hand(client: docker.DockerClient, lab: lis
     assert ssh(lab[1], "hostname").stdout.strip() == lab[1].name
 
 
-def test_a_stopped_host_is_down_until_started(client: docker.DockerClient, lab: list[Host]) -> None:
+def test_a_stopped_host_is_down_until_started_and_comes_back_as_it_was(
+    client: docker.DockerClient, lab: list[Host]
+) -> None:
     container = client.containers.get(lab[1].name)
+    ssh(lab[1], "echo kept > /home/lab/before-the-stop")
+    host_key = ssh(lab[1], "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout
     container.stop(timeout=10)
     assert not hosts.ssh_answers(TEST_LAB, lab[1].address)
     states = {s.name: (s.state, s.ssh) for s in hosts.status(client, TEST_LAB)}
@@ -111,6 +115,11 @@ def test_a_stopped_host_is_down_until_started(client: docker.DockerClient, lab: 
     container.start()
     hosts.up(client, 3, TEST_LAB)  # waits for SSH
     assert hosts.ssh_answers(TEST_LAB, lab[1].address)
+    # As it was: the same machine (container, address, name, host key) with what was written on it.
+    assert client.containers.get(lab[1].name).id == container.id
+    assert ssh(lab[1], "hostname").stdout.strip() == lab[1].name
+    assert ssh(lab[1], "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout == host_key
+    assert ssh(lab[1], "cat /home/lab/before-the-stop").stdout.strip() == "kept"
 
 
 @pytest.mark.parametrize(("count", "message"), [("abc", "HOSTS must be a whole number"), ("1", "a lab needs 2 to 20")])

@@ -6,23 +6,67 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import URL
+from tests.conftest import NODE, URL
+from virtual_lab import local_broker
 from virtual_lab.processes import LocalLab as Lab
 from virtual_lab.processes import done_seqs
 
 HOST = socket.gethostname()
 
 
+class Watch:
+    """``python -m report.watch`` as a process, its frames read as they come."""
+
+    def __init__(self, *args: str) -> None:
+        command = [sys.executable, "-m", "report.watch", "--url", URL, "--interval", "0.5", "--duration", "120", *args]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def frames(self) -> list[str]:
+        """Every whole frame so far (the last one may still be coming)."""
+        return "".join(self.lines).split("workqueue live view, ")[1:-1]
+
+    def wait_for_frame(self, condition: Callable[[str], bool], timeout: float, what: str) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [frame for frame in self.frames() if condition(frame)]
+            if found:
+                return found[-1]
+            assert self.process.poll() is None, self.process.stderr.read() if self.process.stderr else ""
+            time.sleep(0.1)
+        raise AssertionError(f"no frame with {what} within {timeout:g} s; last: {self.frames()[-1:]}")
+
+    def stop(self) -> tuple[int, str]:
+        """Ctrl+C, as a person stops it; its exit code and what it said on standard error."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            code = self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(timeout=15)
+        self._reader.join(timeout=5)
+        return code, self.process.stderr.read() if self.process.stderr else ""
+
+
 def test_watch_shows_the_queue_each_workers_task_and_a_stopped_worker(lab: Lab) -> None:
     workers = lab.workers(3, "--mode", "ack", "--seconds-per-dot", "0.3")
-    command = [sys.executable, "-m", "report.watch", "--url", URL, "--mode", "ack", "--interval", "0.5",
-               "--duration", "9"]  # fmt: skip
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as watch:
-        time.sleep(1.5)  # it listens before the run starts
+    watch = Watch("--mode", "ack")
+    try:
+        watch.wait_for_frame(lambda frame: "3 consumers" in frame, 30, "the three workers consuming")
         producer = lab.produce("6", "--mode", "ack", "--url", URL)
         run_id = producer.events("run_started")[0]["run_id"]
         stopped = workers[1]
@@ -30,21 +74,41 @@ def test_watch_shows_the_queue_each_workers_task_and_a_stopped_worker(lab: Lab) 
         stopped.signal(signal.SIGTERM)
         stopped.wait(timeout=10)
         workers[0].wait_for(lambda: set(done_seqs(workers)) == set(range(1, 7)), 30, "every task done")
-        out, err = watch.communicate(timeout=30)
-    assert watch.returncode == 0, err
-    frames = out.split("workqueue live view, ")[1:]  # each frame begins so
-    assert len(frames) >= 10
+
+        def settled(frame: str) -> bool:
+            rows = [line.split() for line in frame.splitlines() if line.startswith(f"{HOST}/")]
+            return len(rows) == 3 and sum(int(row[-3]) for row in rows) == 6 and "0 ready" in frame
+
+        last = watch.wait_for_frame(settled, 30, "every task done")
+    finally:
+        code, err = watch.stop()
+    assert code == 130, err  # Ctrl+C
+    frames = watch.frames()
     assert any(f"{HOST}/worker-1  working" in frame for frame in frames), "a frame shows a task in hand"
     in_hand = [line.split()[2] for frame in frames for line in frame.splitlines() if "  working  " in line]
     assert in_hand and all(cell.startswith("#") for cell in in_hand)
 
-    last = frames[-1]
     assert f"run: {run_id}" in last
     assert "queue 'task_queue': 0 ready (broker), 0 unacknowledged (held by workers), 2 consumers" in last
     rows = {line.split()[0]: line.split() for line in last.splitlines() if line.startswith(f"{HOST}/")}
     assert rows[f"{HOST}/worker-2"][1] == "stopped"
-    assert sum(int(row[-3]) for row in rows.values()) == 6, "done, all workers together"
     assert sum(int(row[-2]) for row in rows.values()) == 1, "the stopped worker's task, redelivered once"
+
+
+def test_watch_says_in_one_line_when_the_broker_goes(lab: Lab) -> None:
+    watch = Watch("--mode", "ack")
+    try:
+        watch.wait_for_frame(lambda frame: "queue 'task_queue'" in frame, 30, "a first frame")
+        local_broker.ctl(NODE, "stop_app")
+        code = watch.process.wait(timeout=30)
+    finally:
+        local_broker.ctl(NODE, "start_app")
+        local_broker.ctl(NODE, "await_startup")
+        _, err = watch.stop()
+    assert code == 1
+    (line,) = err.strip().splitlines()
+    assert line.startswith("python -m report.watch: error: lost the broker (")
+    assert "start the view again when it is back" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

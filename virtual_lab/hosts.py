@@ -60,6 +60,11 @@ class Lab:
         return ROOT / "build" / self.name / "id_ed25519"
 
     @property
+    def credentials(self) -> Path | None:
+        """Where the playbooks generate the broker password: the tests' lab keeps its own."""
+        return None if self.name == "lab" else ROOT / "build" / self.name / "credentials"
+
+    @property
     def inventory(self) -> Path:
         """The generated inventory: inventory/virtual/ for the lab people use."""
         folder = ROOT / "inventory" / "virtual" if self.name == "lab" else ROOT / "build" / self.name / "inventory"
@@ -250,7 +255,8 @@ def _write_inventory(lab: Lab, hosts: list[Host]) -> None:
                 "ansible_ssh_private_key_file": str(lab.key),
                 "ansible_ssh_common_args": " ".join(SSH_OPTIONS),
                 "ansible_python_interpreter": "/usr/bin/python3",
-            },
+            }
+            | ({"lab_credentials_dir": str(lab.credentials)} if lab.credentials else {}),
             "children": groups,
         }
     }

@@ -62,8 +62,17 @@ def run_id_of(output: str) -> str:
 
 
 def on(client: docker.DockerClient, host: str, *command: str) -> str:
-    """A command's output on a lab host (as root, the way `docker exec` runs it)."""
-    return client.containers.get(host).exec_run(list(command)).output.decode()
+    """A command's output on a lab host (as root, the way `docker exec` runs it); it must succeed."""
+    code, output = on_result(client, host, *command)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(command)} on {host} exited {code}: {output[-2000:]}")
+    return output
+
+
+def on_result(client: docker.DockerClient, host: str, *command: str) -> tuple[int, str]:
+    """A command's exit code and output on a lab host, whatever the code."""
+    result = client.containers.get(host).exec_run(list(command))
+    return result.exit_code, result.output.decode()
 
 
 def container_events(client: docker.DockerClient, host: str, worker: int = 1) -> list[dict[str, Any]]:

@@ -1,10 +1,15 @@
 """Publish COUNT tasks to the work queue: the tutorial's new_task.py, made robust.
 
-    python producer/new_task.py COUNT [MESSAGE] [--mode ack|noack] [--url URL]
+    python producer/new_task.py COUNT [MESSAGE] [--mode ack|noack] [--rate N] [--url URL]
 
 Task i is ``Hello World! #i`` and i dots (i seconds of work), or ``MESSAGE #i``.
 In ack mode the tasks are persistent and every one must be confirmed by the
-broker (publisher confirms); the program exits 1 naming those that were not.
+broker (publisher confirms). When the connection is lost, the producer
+reconnects (within --connect-timeout) and sends again every task the broker had
+not confirmed: a task whose confirmation was lost on the way may then be stored
+twice (at-least-once). It exits 0 only when every task is confirmed, else 1
+naming those that were not. In noack mode nothing is confirmed: when the
+connection is lost, the tasks not yet sent are named as not sent (exit 1).
 """
 
 from __future__ import annotations
@@ -12,86 +17,131 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script from a checkout or the image
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pika
 import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
 
 from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe
 from workqueue.output import Output
-from workqueue.queues import Mode, declare
+from workqueue.queues import Mode, QueueSpec, declare
 from workqueue.tasks import new_run_id, seq_list, task_body, task_properties
 
 PROG = "new_task.py"
+LOST = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, cli.BrokerOptions]:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("count", metavar="COUNT", help="how many tasks to publish (1 or more)")
     parser.add_argument("message", metavar="MESSAGE", nargs="?", help="task text; each dot is a unit of work")
+    parser.add_argument(
+        "--rate", help="tasks per second, to spread a run over time (env PUBLISH_RATE; default: at once)"
+    )
     cli.add_broker_options(parser)
     args = parser.parse_args(argv)
     try:
         args.count = cli.positive_int(args.count)
     except ValueError as exc:
         parser.error(f"COUNT: {exc}")
+    args.rate = cli.option(parser, args.rate, "--rate", "PUBLISH_RATE", cli.non_negative_float, 0.0)
     return args, cli.resolve_broker_options(parser, args)
 
 
-def publish(args: argparse.Namespace, options: cli.BrokerOptions, out: Output) -> int:
-    ack = options.mode is Mode.ACK
-    spec = options.queue
-    connection = connect(
-        options.broker,
-        options.connect_timeout,
-        on_retry=lambda reason, delay: out.warn(f" [!] broker not answering ({reason}); retrying in {delay:g} s"),
-    )
-    assert connection is not None  # no stop flag here: connect only returns None when asked to stop
-    channel = connection.channel()
-    declare(channel, spec)
-    if ack:
-        channel.confirm_delivery()
+@dataclass
+class Run:
+    """One run's tasks and what became of each on the producer's side."""
 
-    run_id = new_run_id()
-    guarantee = "persistent, confirmed by the broker" if ack else "transient, not confirmed"
-    out.say(f" [*] Run {run_id}: {args.count} tasks to queue '{spec.name}' ({options.mode.value} mode: {guarantee})")
-    out.event("run_started", run_id=run_id, count=args.count, mode=options.mode.value, queue=spec.name)
+    run_id: str
+    count: int
+    message: str | None
+    spec: QueueSpec
+    sent: list[int] = field(default_factory=list)  # confirmed by the broker in ack mode
+    resent: list[int] = field(default_factory=list)
+    not_sent: list[int] = field(default_factory=list)  # ack: never confirmed; noack: never sent
 
-    unconfirmed: list[int] = []
-    lost_connection = ""
-    sent = 0
-    for seq in range(1, args.count + 1):
-        body = task_body(seq, args.message)
-        properties = task_properties(run_id, seq, args.count, persistent=spec.persistent_messages)
+
+class Producer:
+    def __init__(self, options: cli.BrokerOptions, out: Output) -> None:
+        self.options = options
+        self.out = out
+        self.ack = options.mode is Mode.ACK
+        self.connection: pika.BlockingConnection | None = None
+        self.channel: BlockingChannel | None = None
+
+    def open(self) -> None:
+        """Connect (retrying within --connect-timeout) and declare the queue, as the workers do."""
+        self.connection = connect(
+            self.options.broker,
+            self.options.connect_timeout,
+            on_retry=lambda reason, delay: self.out.warn(
+                f" [!] broker not answering ({reason}); retrying in {delay:g} s"
+            ),
+        )
+        assert self.connection is not None  # no stop flag here: connect only returns None when asked to stop
+        self.channel = self.connection.channel()
+        declare(self.channel, self.options.queue)
+        if self.ack:
+            self.channel.confirm_delivery()
+
+    def _retrying(self, reason: str, delay: float) -> None:
+        self.out.warn(f" [!] broker not answering ({reason}); retrying in {delay:g} s")
+
+    def close(self) -> None:
+        if self.connection is not None and self.connection.is_open:
+            self.connection.close()
+
+    def publish(self, run: Run, seq: int) -> bool:
+        """Send one task; in ack mode, True once the broker confirmed it. Raises what a lost connection raises."""
+        assert self.channel is not None
+        body = task_body(seq, run.message)
+        properties = task_properties(run.run_id, seq, run.count, persistent=run.spec.persistent_messages)
         try:
-            channel.basic_publish("", spec.name, body.encode(), properties, mandatory=ack)
+            self.channel.basic_publish("", run.spec.name, body.encode(), properties, mandatory=self.ack)
         except (pika.exceptions.UnroutableError, pika.exceptions.NackError):
-            unconfirmed.append(seq)
-            continue
-        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
-            lost_connection = describe(exc)
-            unconfirmed.extend(range(seq, args.count + 1))
-            break
-        sent += 1
-        out.say(f" [x] Sent {body!r}")
+            return False
+        self.out.say(f" [x] Sent {body!r}")
+        return True
 
-    confirmed = sent if ack else None
-    out.event("run_finished", run_id=run_id, sent=sent, confirmed=confirmed, unconfirmed=unconfirmed)
-    if ack:
-        out.say(f" [x] Run {run_id}: {sent} sent, {sent} confirmed by the broker")
-    else:
-        out.say(f" [x] Run {run_id}: {sent} sent (noack mode: no confirmation asked)")
-    out.flush()
-    if lost_connection or unconfirmed:
-        what = "not confirmed by the broker" if ack else "not sent"
-        reason = f" (connection lost: {lost_connection})" if lost_connection else ""
-        raise BrokerError(f"{len(unconfirmed)} of {args.count} tasks {what}: {seq_list(unconfirmed)}{reason}")
-    if connection.is_open:
-        connection.close()
-    return 0
+    def publish_run(self, run: Run, rate: float) -> str:
+        """Every task of the run; the reason the connection was lost for good, or ''."""
+        for seq in range(1, run.count + 1):
+            if rate and seq > 1:
+                time.sleep(1 / rate)
+            while True:
+                try:
+                    (run.sent if self.publish(run, seq) else run.not_sent).append(seq)
+                    break
+                except LOST as exc:
+                    reason = describe(exc)
+                    self.out.warn(f" [!] connection lost while sending #{seq} ({reason})")
+                    self.out.event("connection_lost", run_id=run.run_id, seq=seq, reason=reason)
+                    if not self.ack:  # nothing is confirmed: what was not sent is named as such
+                        run.not_sent.extend(range(seq, run.count + 1))
+                        return reason
+                    if not self._reopen(run, seq):
+                        run.not_sent.extend(range(seq, run.count + 1))
+                        return reason
+        return ""
+
+    def _reopen(self, run: Run, seq: int) -> bool:
+        """Reconnect and send #seq again: its confirmation never came (it may have been stored)."""
+        try:
+            self.open()
+        except BrokerError as exc:
+            self.out.warn(f" [!] {exc}")
+            return False
+        run.resent.append(seq)
+        self.out.say(f" [*] Reconnected: sending #{seq} again, unconfirmed when the connection was lost")
+        self.out.event("resent", run_id=run.run_id, seq=seq)
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,9 +150,41 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     out = Output({"program": "producer"})
     try:
-        return publish(args, options, out)
+        return produce(args, options, out)
     finally:
         out.flush()
+
+
+def produce(args: argparse.Namespace, options: cli.BrokerOptions, out: Output) -> int:
+    producer = Producer(options, out)
+    producer.open()
+    run = Run(new_run_id(), args.count, args.message, options.queue)
+    guarantee = "persistent, confirmed by the broker" if producer.ack else "transient, not confirmed"
+    out.say(
+        f" [*] Run {run.run_id}: {run.count} tasks to queue '{run.spec.name}' ({options.mode.value} mode: {guarantee})"
+    )
+    out.event("run_started", run_id=run.run_id, count=run.count, mode=options.mode.value, queue=run.spec.name)
+    lost_for_good = producer.publish_run(run, args.rate)
+    out.event(
+        "run_finished",
+        run_id=run.run_id,
+        sent=len(run.sent),
+        confirmed=len(run.sent) if producer.ack else None,
+        unconfirmed=run.not_sent,
+        resent=run.resent,
+    )
+    again = f" ({len(run.resent)} sent again after a lost connection: {seq_list(run.resent)})" if run.resent else ""
+    if producer.ack:
+        out.say(f" [x] Run {run.run_id}: {len(run.sent)} sent, {len(run.sent)} confirmed by the broker{again}")
+    else:
+        out.say(f" [x] Run {run.run_id}: {len(run.sent)} sent (noack mode: no confirmation asked)")
+    out.flush()
+    if run.not_sent:
+        what = "not confirmed by the broker" if producer.ack else "not sent"
+        reason = f" (connection lost: {lost_for_good})" if lost_for_good else ""
+        raise BrokerError(f"{len(run.not_sent)} of {run.count} tasks {what}: {seq_list(run.not_sent)}{reason}")
+    producer.close()
+    return 0
 
 
 if __name__ == "__main__":

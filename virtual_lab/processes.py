@@ -122,6 +122,7 @@ ENV_OPTIONS = {
     "WORKER_HOST",
     "CONNECT_TIMEOUT",
     "HEALTH_FILE",
+    "PUBLISH_RATE",
 }
 
 

@@ -251,14 +251,21 @@ class Worker:
     # --- the work thread
     def _work_loop(self) -> None:
         while (delivery := self._inbox.get()) is not None:
+            started = time.monotonic()
             if delivery.cancelled.wait(delivery.seconds):
                 self._abandon(delivery)
-            else:
+                continue
+            stalled = time.monotonic() - started - delivery.seconds
+            if stalled <= self._broker_gives_up_after():
                 self._finish(delivery, on_io_thread=False)
+            elif self.config.ack:
+                self._finish_late(delivery, stalled)
+            else:  # acknowledged on arrival: late, but neither lost nor done twice
+                self._finish(delivery, on_io_thread=False, late=stalled)
             with self._pending_lock:
                 self._pending -= 1
 
-    def _finish(self, delivery: Delivery, on_io_thread: bool) -> None:
+    def _finish(self, delivery: Delivery, on_io_thread: bool, late: float | None = None) -> None:
         # Acknowledge first: the broker's next delivery then overlaps with our
         # output (which is buffered, so writing it first would guarantee nothing).
         if self.config.ack:
@@ -266,8 +273,33 @@ class Worker:
                 delivery.channel.basic_ack(delivery.tag)
             else:
                 self._ack_from_work_thread(delivery)
-        self.out.say(f" [x] Done {delivery.label.number}")
-        self.out.event("done", **delivery.fields(), work_seconds=round(delivery.seconds, 3))
+        if late is None:
+            self.out.say(f" [x] Done {delivery.label.number}")
+            self.out.event("done", **delivery.fields(), work_seconds=round(delivery.seconds, 3))
+        else:
+            self.out.say(f" [x] Done {delivery.label.number}, late: stalled {late:.0f} s")
+            self.out.event("done", **delivery.fields(), work_seconds=round(delivery.seconds, 3), late=round(late, 1))
+
+    def _broker_gives_up_after(self) -> float:
+        """Seconds of silence after which the broker has closed our connection: two missed heartbeats."""
+        heartbeat = self.config.options.broker.parameters.heartbeat
+        return 2 * heartbeat if isinstance(heartbeat, int | float) and heartbeat > 0 else float("inf")
+
+    def _finish_late(self, delivery: Delivery, stalled: float) -> None:
+        """The work is done, but this worker stood still (frozen, a hung machine) past the broker's patience.
+
+        The broker has closed the connection and given the task to another worker: the
+        acknowledgement would be refused, so the task is not claimed. The work was done all
+        the same, and so the task is done twice: the price of at-least-once delivery.
+        """
+        delivery.cancelled.set()  # the tasks behind it came on the same dead connection
+        self.out.say(
+            f" [x] Done {delivery.label.number}, late: stalled {stalled:.0f} s, past the broker's heartbeat timeout;"
+            " its acknowledgement is refused and another worker does it again"
+        )
+        self.out.event(
+            "done", **delivery.fields(), work_seconds=round(delivery.seconds, 3), late=round(stalled, 1), refused=True
+        )
 
     def _ack_from_work_thread(self, delivery: Delivery) -> None:
         def ack() -> None:

@@ -4,14 +4,17 @@ A task's journey is a list of attempts: each time a worker received it, until
 it was done, abandoned (``docker stop``), or is still in hand. From the
 attempts, the producer's record and the broker's queues follows its fate:
 
-    done          a worker finished it (after how many deliveries)
-    lost          noack mode: its worker was stopped before finishing it
+    done          a worker finished it (after how many deliveries; done twice when a worker
+                  that stood still past the broker's heartbeat timeout finished it too)
+    lost          noack mode: its worker was stopped before finishing it, or it waited in
+                  the transient queue when the broker restarted
     requeued      ack mode: its worker was stopped; the broker holds it for another
     in progress   a running worker has it in hand
     queued        no worker has seen it and the broker still holds tasks
     rejected      a worker refused it (empty or not UTF-8)
     unknown       it may be with a worker whose events could not be read
     unaccounted   sent, seen by no worker, not in the queue: the report says so
+    not sent      the producer could not send it (noack) or the broker never confirmed it (ack)
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ from workqueue.tasks import seq_list
 
 DONE, LOST, REQUEUED, IN_PROGRESS = "done", "lost", "requeued", "in progress"
 QUEUED, REJECTED, UNKNOWN, UNACCOUNTED = "queued", "rejected", "unknown", "unaccounted"
-NOT_FINISHED = (LOST, REQUEUED, IN_PROGRESS, QUEUED, UNKNOWN, UNACCOUNTED)
+NOT_SENT = "not sent"
+# An attempt whose work was done after its worker stood still past the broker's heartbeat
+# timeout: the broker had given the task to another worker and refused the acknowledgement.
+REFUSED = "done, acknowledgement refused"
+WORKED = (DONE, REFUSED)
 
 
 @dataclass
@@ -53,7 +60,12 @@ class TaskFate:
 
     @property
     def done_by(self) -> list[str]:
-        return [a.worker for a in self.attempts if a.outcome == DONE]
+        return [a.worker for a in self.attempts if a.outcome in WORKED]
+
+    @property
+    def done_twice(self) -> bool:
+        """Its work was done more than once: at-least-once delivery's price."""
+        return len(self.done_by) > 1
 
     @property
     def dispatched_to(self) -> str | None:
@@ -85,7 +97,7 @@ class WorkerSummary:
 
     @property
     def not_finished(self) -> list[int]:
-        return [a.seq for a in self.attempts if a.outcome != DONE]
+        return [a.seq for a in self.attempts if a.outcome not in WORKED]
 
     @property
     def state(self) -> str:
@@ -124,6 +136,10 @@ class RunReport:
     @property
     def redelivered(self) -> list[TaskFate]:
         return [task for task in self.tasks if len(task.attempts) > 1]
+
+    @property
+    def done_twice(self) -> list[TaskFate]:
+        return [task for task in self.tasks if task.done_twice]
 
     @property
     def verdict(self) -> str:
@@ -178,9 +194,13 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
     sent = _sent(started, finished, run_id, attempts, missing)
     queue_name = started.get("queue") if started else _queue_of(mode)
     queue_state = _queue(gathered.queues, queue_name)
-    highest = max([sent or 0, *(a.seq for a in attempts), *rejected])
+    # What the producer could not send (noack) or the broker never confirmed (ack), after any resend.
+    not_sent = {seq for seq in (finished or {}).get("unconfirmed") or [] if isinstance(seq, int)}
+    count = int(started.get("count", 0)) if started else 0
+    highest = max([sent or 0, count, *(a.seq for a in attempts), *rejected])
     unread = sorted({*gathered.unread_hosts, *(f"{c.host}/{c.name}" for c in newer)})
-    tasks = _fates(highest, attempts, rejected, mode, unread, queue_state)
+    broker_went = _broker_went(gathered.containers, run_start) if mode == "noack" else None
+    tasks = _fates(highest, attempts, rejected, mode, unread, queue_state, broker_went, not_sent)
     if any(t.fate == UNACCOUNTED for t in tasks):
         missing.append(
             "tasks seen by no worker and not in the queue: they may have gone to a worker whose logs are gone "
@@ -213,12 +233,6 @@ def _mode_from_workers(containers: list[Container]) -> str | None:
 def _sent(started: Event | None, finished: Event | None, run_id: str, attempts: list[Attempt],
           missing: list[str]) -> int | None:  # fmt: skip
     if finished is not None:
-        unconfirmed = [seq for seq in finished.get("unconfirmed") or [] if isinstance(seq, int)]
-        if unconfirmed:
-            missing.append(
-                f"the broker did not confirm {seq_list(unconfirmed)}: the producer counts them as not sent "
-                "(a worker may still have received them)"
-            )
         return int(finished.get("sent", 0))
     if started is not None:
         missing.append(f"the producer's record of run {run_id} has no end: it may still be publishing")
@@ -275,14 +289,37 @@ def _follow_container(
         elif kind in ("done", "abandoned") and open_attempts.get(seq):
             attempt = open_attempts[seq].pop(0)
             attempt.ended = event["ts"]
-            attempt.outcome = DONE if kind == "done" else str(event.get("fate", LOST))
+            attempt.outcome = (
+                (REFUSED if event.get("refused") else DONE) if kind == "done" else str(event.get("fate", LOST))
+            )
             attempt.work_seconds = float(event.get("work_seconds", 0.0))
         elif kind == "rejected":
             rejected.add(seq)
+    if container.running is False and container.events:
+        # Killed (SIGKILL, docker kill): it said nothing of what it held, which went with it
+        # (noack) or back to the queue (ack), after its last word.
+        last_word = float(container.events[-1]["ts"])
+        for attempt in (a for held in open_attempts.values() for a in held):
+            attempt.ended, attempt.outcome = last_word, LOST if mode == "noack" else REQUEUED
     _work_starts(attempts)
     if container.running is False and summary.stopped_at is None:
         summary.stopped_at = next((a.ended for a in reversed(attempts) if a.outcome in (LOST, REQUEUED)), None)
     return summary, rejected
+
+
+def _broker_went(containers: list[Container], run_start: float | None) -> float | None:
+    """When the broker went during the run, if it did: every worker lost its connection, not one alone."""
+    firsts = []
+    for container in containers:
+        lost = [
+            float(e["ts"])
+            for e in container.events
+            if e.get("event") == "connection_lost" and (run_start is None or e["ts"] >= run_start)
+        ]
+        if not lost:
+            return None
+        firsts.append(min(lost))
+    return min(firsts) if firsts else None
 
 
 def _work_starts(attempts: list[Attempt]) -> None:
@@ -305,26 +342,37 @@ def _fates(
     mode: str | None,
     unread: list[str],
     queue_state: QueueState | None,
+    broker_went: float | None = None,
+    not_sent: set[int] | None = None,
 ) -> list[TaskFate]:
     by_seq: dict[int, list[Attempt]] = {}
     for attempt in sorted(attempts, key=lambda a: a.received):
         by_seq.setdefault(attempt.seq, []).append(attempt)
-    unseen = [seq for seq in range(1, highest + 1) if seq not in by_seq and seq not in rejected]
+    not_sent = not_sent or set()
+    unseen = [seq for seq in range(1, highest + 1) if seq not in by_seq and seq not in rejected | not_sent]
     # FIFO: the broker holds the newest tasks; as many as it says are ready are queued.
     ready = queue_state.ready if queue_state is not None else 0
     queued = set(unseen[len(unseen) - min(ready, len(unseen)) :]) if ready else set()
     fates = []
     for seq in range(1, highest + 1):
         tries = by_seq.get(seq, [])
-        fates.append(_fate(seq, tries, seq in rejected, seq in queued, mode, unread))
+        if seq in not_sent and not tries:
+            why = "never confirmed by the broker" if mode == "ack" else "the producer lost its connection"
+            fates.append(TaskFate(seq, NOT_SENT, tries, f"not sent: {why}"))
+            continue
+        fates.append(_fate(seq, tries, seq in rejected, seq in queued, mode, unread, broker_went))
     return fates
 
 
 def _fate(seq: int, tries: list[Attempt], rejected: bool, queued: bool, mode: str | None,
-          unread: list[str]) -> TaskFate:  # fmt: skip
-    if any(a.outcome == DONE for a in tries):
-        times = sum(1 for a in tries if a.outcome == DONE)
-        return TaskFate(seq, DONE, tries, f"done {times} times" if times > 1 else "")
+          unread: list[str], broker_went: float | None = None) -> TaskFate:  # fmt: skip
+    if any(a.outcome in WORKED for a in tries):
+        by = [
+            f"{a.worker}{' (late: acknowledgement refused)' if a.outcome == REFUSED else ''}"
+            for a in tries
+            if a.outcome in WORKED
+        ]
+        return TaskFate(seq, DONE, tries, f"done {len(by)} times: {', '.join(by)}" if len(by) > 1 else "")
     if rejected:
         where = "moved to the dead-letter queue" if mode == "ack" else "dropped"
         return TaskFate(seq, REJECTED, tries, f"refused by a worker (empty or not UTF-8): {where}")
@@ -337,6 +385,10 @@ def _fate(seq: int, tries: list[Attempt], rejected: bool, queued: bool, mode: st
         return TaskFate(seq, IN_PROGRESS, tries, f"in {last.worker}'s hands")
     if queued:
         return TaskFate(seq, QUEUED, tries, "not delivered yet: the broker holds it")
+    if broker_went is not None and not unread:
+        return TaskFate(
+            seq, LOST, tries, f"lost with the broker at {clock(broker_went)}: the transient queue went with it"
+        )
     if unread:
         return TaskFate(seq, UNKNOWN, tries, f"seen by no worker that was read; not read: {', '.join(unread)}")
     return TaskFate(seq, UNACCOUNTED, tries, "seen by no worker, not in the queue")
@@ -347,21 +399,29 @@ def verdict(report: RunReport) -> str:
     sent = f"{report.sent} sent" if report.sent is not None else f"{len(report.tasks)} seen (number sent unknown)"
     parts = [sent, f"{report.count(DONE)} done", f"{report.count(LOST)} lost"]
     lost_by_worker: dict[str, list[TaskFate]] = {}
+    with_the_broker: list[TaskFate] = []
     for task in report.tasks:
         if task.fate == LOST and task.dispatched_to:
             lost_by_worker.setdefault(task.dispatched_to, []).append(task)
+        elif task.fate == LOST:
+            with_the_broker.append(task)
     text = ", ".join(parts)
-    if lost_by_worker:
-        groups = [
-            f"{seq_list(t.seq for t in tasks)}: dispatched to {worker}, stopped at {clock(tasks[0].attempts[-1].ended)}"
-            for worker, tasks in lost_by_worker.items()
-        ]
+    groups = [
+        f"{seq_list(t.seq for t in tasks)}: dispatched to {worker}, stopped at {clock(tasks[0].attempts[-1].ended)}"
+        for worker, tasks in lost_by_worker.items()
+    ]
+    if with_the_broker:
+        when = with_the_broker[0].note.rsplit(": ", 1)[0]  # "lost with the broker at HH:MM:SS"
+        groups.append(f"{seq_list(t.seq for t in with_the_broker)}: {when}")
+    if groups:
         text += f" ({'; '.join(groups)})"
     again = report.redelivered
     if again:
         moves = [f"#{t.seq} {' -> '.join(a.worker for a in t.attempts)}" for t in again]
         text += f"; {len(again)} redelivered ({', '.join(moves)})"
-    for fate in (REJECTED, UNKNOWN, UNACCOUNTED):
+    if twice := report.done_twice:
+        text += f"; {len(twice)} done twice ({seq_list(t.seq for t in twice)})"
+    for fate in (NOT_SENT, REJECTED, UNKNOWN, UNACCOUNTED):
         if report.count(fate):
             text += f"; {report.count(fate)} {fate} ({seq_list(report.seqs(fate))})"
     if report.foreign:

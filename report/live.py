@@ -76,7 +76,7 @@ class LiveState:
             if (run, seq) in worker.held:
                 worker.held.remove((run, seq))
             if counted:
-                worker.done += kind == "done"
+                worker.done += kind == "done" and not event.get("refused")  # a late one: its ack refused
                 worker.abandoned += kind == "abandoned"
 
     def _apply_foreign(self, worker: LiveWorker, kind: object) -> None:

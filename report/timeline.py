@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Callable
 from html import escape
 
-from report.fates import DONE, IN_PROGRESS, LOST, REQUEUED, Attempt, RunReport, WorkerSummary, clock
+from report.fates import DONE, IN_PROGRESS, LOST, REFUSED, REQUEUED, Attempt, RunReport, WorkerSummary, clock
 
 WIDTH = 1000
 LABEL = 190  # the lane names' column
@@ -25,11 +25,17 @@ MAX_ROWS_PER_LANE = 60
 GAP = 1.5
 CHAR = 6.5  # width of a character of a bar's label, about
 
-COLOURS = {DONE: "#2e7d32", LOST: "#c62828", REQUEUED: "#ef6c00", IN_PROGRESS: "#1565c0"}
+COLOURS = {DONE: "#2e7d32", LOST: "#c62828", REQUEUED: "#ef6c00", IN_PROGRESS: "#1565c0", REFUSED: "#6a1b9a"}
 WAITING = "#cfd8dc"
 STOP = "#c62828"
 Scale = Callable[[float], float]  # a moment to its x in the picture
-WORDS = {DONE: "done", LOST: "lost", REQUEUED: "requeued", IN_PROGRESS: "in progress"}
+WORDS = {
+    DONE: "done",
+    LOST: "lost",
+    REQUEUED: "requeued",
+    IN_PROGRESS: "in progress",
+    REFUSED: "done late, ack refused",
+}
 
 
 def render(report: RunReport, now: float) -> str:
@@ -137,7 +143,7 @@ def _bar(attempt: Attempt, x: Scale, y: float, now: float, drawn: dict[int, tupl
         f"<title>{escape(tip)} ({clock(attempt.received)} to {clock(ended)})</title></rect>"
     )
     label = f"#{attempt.seq}" + (" again" if attempt.redelivered else "")
-    if attempt.outcome in (LOST, REQUEUED):
+    if attempt.outcome in (LOST, REQUEUED, REFUSED):
         # What ended at the stop is named beside its bar, where nothing follows it.
         parts.append(_text(x1 + width + 4, y + BAR - 2, f"{label} {WORDS[attempt.outcome]}", size=11,
                            fill=colour, weight="bold"))  # fmt: skip

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -339,3 +340,81 @@ def test_live_state_calls_a_worker_silent_when_it_stops_speaking() -> None:
     state.apply({"event": "alive", "host": "pc1", "worker": "worker-1", "ts": 100.0, "mode": "ack"})
     assert state.rows(now=110.0)[0][1] == "consuming"
     assert state.rows(now=100.0 + SILENT_SECONDS + 5)[0][1] == f"silent for {SILENT_SECONDS + 5:.0f} s"
+
+
+def _edit_events(path: Path, edit: Callable[[list[dict]], list[dict]]) -> None:
+    document = json.loads(path.read_text())
+    events = [json.loads(line) for line in document["logs"][0]["stderr"].splitlines()]
+    document["logs"][0]["stderr"] = "\n".join(json.dumps(e) for e in edit(events))
+    path.write_text(json.dumps(document))
+
+
+def test_a_task_a_frozen_worker_finished_late_is_done_twice_not_lost(tmp_path: Path) -> None:
+    # As if lab3 had frozen with #8 in hand, instead of stopping: the broker gave #8 to lab2,
+    # and lab3, thawed, finished it too; its acknowledgement was refused.
+    folder = copy_of("ack_worker_stopped", tmp_path)
+
+    def frozen(events: list[dict]) -> list[dict]:
+        kept = [e for e in events if e["event"] not in ("abandoned", "worker_stopped")]
+        late = {
+            "event": "done",
+            "ts": 1795744790.0,
+            "program": "worker",
+            "host": "lab3",
+            "worker": "worker-1",
+            "run_id": ACK_RUN,
+            "seq": 8,
+            "message_id": f"{ACK_RUN}.8",
+            "work_seconds": 4.0,
+            "late": 16.0,
+            "refused": True,
+        }
+        return [*kept, late]
+
+    _edit_events(folder / "workers" / "lab3.json", frozen)
+    report = report_of(folder)
+    assert report.count(fates.LOST) == 0 and report.count(fates.DONE) == 10
+    (twice,) = report.done_twice
+    assert twice.seq == 8 and twice.done_by == ["lab3/worker-1", "lab2/worker-1"]
+    assert twice.note == "done 2 times: lab3/worker-1 (late: acknowledgement refused), lab2/worker-1"
+    assert report.verdict.endswith("; 1 redelivered (#8 lab3/worker-1 -> lab2/worker-1); 1 done twice (#8)")
+    lab3 = next(w for w in report.workers if w.worker == "lab3/worker-1")
+    assert 8 not in lab3.done and 8 not in lab3.not_finished, "its work was done, its acknowledgement refused"
+    picture = ET.fromstring(render_timeline(report, 1795744800.0))
+    assert any("ack refused" in (t.text or "") for t in picture.iter("{http://www.w3.org/2000/svg}text"))
+
+
+def test_noack_tasks_waiting_in_the_queue_are_lost_with_the_broker(tmp_path: Path) -> None:
+    # As if the broker had restarted while #9 and #10 waited in the transient queue 'hello'.
+    folder = copy_of("noack_worker_stopped", tmp_path)
+    went = report_of(folder).started + 2
+
+    def broker_restarted(events: list[dict]) -> list[dict]:
+        kept = [e for e in events if e.get("seq") not in (9, 10) and e["event"] != "worker_stopped"]
+        kept = [e for e in kept if e["event"] != "abandoned"]
+        host, worker = kept[0]["host"], kept[0]["worker"]
+        lost = {"event": "connection_lost", "ts": went, "host": host, "worker": worker, "reason": "broker restarted"}
+        return sorted([*kept, lost], key=lambda e: e["ts"])
+
+    for path in (folder / "workers").glob("*.json"):
+        _edit_events(path, broker_restarted)
+    report = report_of(folder)
+    lost = [t for t in report.tasks if t.fate == fates.LOST]
+    assert [t.seq for t in lost if t.dispatched_to is None] == [9, 10]
+    assert all(t.note.startswith("lost with the broker at ") for t in lost if t.dispatched_to is None)
+    assert f"#9-#10: lost with the broker at {fates.clock(went)}" in report.verdict
+
+
+@pytest.mark.parametrize(("recording", "lost"), [("noack_worker_stopped", [10]), ("ack_worker_stopped", [])])
+def test_a_killed_worker_that_said_nothing_is_read_as_a_stopped_one(tmp_path: Path, recording: str, lost: list) -> None:
+    folder = copy_of(recording, tmp_path)
+    before = report_of(folder)
+    # SIGKILL: no 'abandoned', no 'worker_stopped'; the container is not running.
+    _edit_events(
+        folder / "workers" / "lab3.json",
+        lambda es: [e for e in es if e["event"] not in ("abandoned", "worker_stopped")],
+    )
+    report = report_of(folder)
+    assert report.seqs(fates.LOST) == lost and report.settled
+    assert [t.fate for t in report.tasks] == [t.fate for t in before.tasks]
+    assert report.verdict.split(" (")[0] == before.verdict.split(" (")[0]

@@ -6,10 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv demo demo-processes watch test test-quick lint broker engine images bench lab-up lab-down lab-status clean
+.PHONY: help venv demo drills demo-processes watch test test-quick lint broker engine images bench lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
+	@echo "make drills  every fault (stop, kill, freeze, cut, broker restart and down) in both modes; one table"
 	@echo "make demo-processes  the tutorial as local processes, no Docker needed"
 	@echo "make watch [INVENTORY=...]  the live view: the queue and each worker's task, while a run goes on"
 	@echo "make test    lint and run every test (installs RabbitMQ, Docker and the images if needed)"
@@ -41,6 +42,10 @@ images: venv
 
 demo: venv
 	$(PY) -m virtual_lab.lab_demo
+
+# Every fault of playbooks/drill.yml in both modes on the virtual lab; the table in reports/drills.md.
+drills: venv
+	$(PY) -m virtual_lab.drills
 
 demo-processes: broker
 	$(PY) -m virtual_lab.process_demo

@@ -10,10 +10,13 @@ order, and any one of them runs on its own with ``pytest -k``.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -25,12 +28,16 @@ from report import lab_settings
 from virtual_lab import engine, hosts, images, lab_runs
 from virtual_lab.hosts import TEST_LAB
 from virtual_lab.lab_runs import done_by, on, on_result, recap, run_id_of, unfinished, wait_until
+from workqueue.tasks import seq_list
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKER, WORKER_A, WORKER_B, PRODUCER = (f"{TEST_LAB.name}{i}" for i in range(1, 5))
 WORKERS = (WORKER_A, WORKER_B)
 BROKER_ADDRESS = f"{TEST_LAB.subnet_prefix}.{hosts.FIRST_ADDRESS}"
-FAST = ("-e", "seconds_per_dot=0.2")  # every run passes it: the workers' settings stay the same
+# Every run passes these, so the workers' settings stay the same: short tasks, and a 3 s heartbeat,
+# so that the broker gives up on a frozen worker within about 9 s.
+HEARTBEAT = 3
+FAST = ("-e", "seconds_per_dot=0.2", "-e", f"heartbeat_seconds={HEARTBEAT}")
 NOACK = ("-e", "task_mode=noack")
 GUEST = ("-e", "rabbitmq_guest_remote_access=true")
 assert TEST_LAB.credentials is not None
@@ -279,7 +286,7 @@ def test_second_site_changes_nothing_and_check_mode_is_clean(lab: docker.DockerC
 def test_make_watch_finds_the_broker_and_the_tests_own_password_from_the_inventory(lab: docker.DockerClient) -> None:
     deploy(lab)
     found = lab_settings.from_inventory(TEST_LAB.inventory)
-    assert found.url == f"amqp://workqueue@{BROKER_ADDRESS}:5672/workqueue"
+    assert found.url == f"amqp://workqueue@{BROKER_ADDRESS}:5672/workqueue?heartbeat=8"  # the inventory's
     # The tests' lab keeps its own password, never the one of a lab a developer made with make lab-up.
     assert found.password_file == str(CREDENTIALS.resolve()) and CREDENTIALS.is_relative_to(ROOT / "build")
 
@@ -354,6 +361,213 @@ def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient, tmp_
     picture = ET.parse(tmp_path / run_id / "timeline.svg").getroot()
     assert picture.tag == "{http://www.w3.org/2000/svg}svg"
     assert any((t.text or "").startswith("docker stop ") for t in picture.iter("{http://www.w3.org/2000/svg}text"))
+
+
+def drill(*args: str) -> subprocess.CompletedProcess[str]:
+    disturbed()
+    done = playbook("drill.yml", *FAST, *args)
+    succeeded(done)
+    return done
+
+
+def in_hand(client: docker.DockerClient, run_id: str) -> int:
+    """Wait until the second worker host has a task of the run in hand; its number."""
+    wait_until(lambda: bool(unfinished(client, WORKER_B, run_id)), 30, f"a task in hand on {WORKER_B}")
+    return min(unfinished(client, WORKER_B, run_id))
+
+
+def test_drill_kill_in_ack_mode_redelivers_the_task_in_hand(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab)
+    run_id = produce("-e", "task_count=6", *LONG)
+    held = in_hand(lab, run_id)
+    drill("-e", "fault=kill", "-e", f"target={WORKER_B}")
+    assert lab_runs.container_events(lab, WORKER_B)[-1]["event"] != "worker_stopped", "SIGKILL: not a word"
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 90, "every task done")
+    redelivered = [
+        e["seq"] for e in worker_events(lab, WORKER_A, run_id) if e["event"] == "received" and e["redelivered"]
+    ]
+    assert redelivered == [held]
+    settled_counts(lab, "task_queue", (0, 0))
+    done, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 6} and f"6 sent, 6 done, 0 lost; 1 redelivered (#{held} " in done.stdout
+
+
+def test_drill_kill_in_noack_mode_loses_what_the_worker_held(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab, *NOACK)
+    run_id = produce(*NOACK, "-e", "task_count=6", *LONG)
+    in_hand(lab, run_id)
+    drill(*NOACK, "-e", "fault=kill", "-e", f"target={WORKER_B}")
+    received_a = {e["seq"] for e in worker_events(lab, WORKER_A, run_id) if e["event"] == "received"}
+    wait_until(lambda: received_a <= set(done_seqs(lab, run_id)), 90, f"{WORKER_A} done with its own tasks")
+    held_b = unfinished(lab, WORKER_B, run_id)  # received and never done: SIGKILL leaves no word
+    assert held_b and set(range(1, 7)) - set(done_seqs(lab, run_id)) == held_b
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert {t["seq"] for t in data["tasks"] if t["fate"] == "lost"} == held_b
+
+
+def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    deploy(lab)
+    run_id = produce("-e", "task_count=4", *LONG)
+    held = in_hand(lab, run_id)
+    started = time.monotonic()
+    drill("-e", "fault=freeze", "-e", f"target={WORKER_B}", "-e", "duration=15")
+    assert time.monotonic() - started >= 15
+    # The broker gave the frozen worker's task to the other worker; thawed, the frozen one finished it too.
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 5)), 90, "every task done")
+    wait_until(lambda: held in done_seqs(lab, run_id) and len(done_seqs(lab, run_id)[held]) == 2, 30, "done twice")
+    late = [e for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "done" and e.get("refused")]
+    assert [e["seq"] for e in late] == [held] and late[0]["late"] > 2 * HEARTBEAT
+    settled_counts(lab, "task_queue", (0, 0))
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 4}
+    assert data["verdict"].endswith(f"1 done twice (#{held})") and ", 0 lost; " in data["verdict"]
+    wait_until(lambda: consumers(lab, "task_queue") == 2, 60, "the thawed worker consuming again")
+
+
+def test_drill_freeze_in_noack_mode_makes_its_tasks_late_not_lost(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab, *NOACK)
+    run_id = produce(*NOACK, "-e", "task_count=4", *LONG)
+    in_hand(lab, run_id)
+    drill(*NOACK, "-e", "fault=freeze", "-e", f"target={WORKER_B}", "-e", "duration=15")
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 5)), 90, "every task done, late or not")
+    assert any(e.get("late") for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "done")
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 4} and data["verdict"].startswith("4 sent, 4 done, 0 lost")
+
+
+def test_drill_cut_in_ack_mode_loses_nothing_and_the_worker_comes_back(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    deploy(lab)
+    run_id = produce("-e", "task_count=4", *LONG)
+    held = in_hand(lab, run_id)
+    drill("-e", "fault=cut", "-e", f"target={WORKER_B}", "-e", "duration=15")
+    assert on_result(lab, WORKER_B, "nft", "list", "table", "inet", "workqueue_drill")[0] != 0, "the cut is healed"
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 5)), 90, "every task done")
+    assert any(e["event"] == "connection_lost" for e in lab_runs.container_events(lab, WORKER_B))
+    redelivered = [
+        e["seq"] for e in worker_events(lab, WORKER_A, run_id) if e["event"] == "received" and e["redelivered"]
+    ]
+    assert held in redelivered, "the broker gave the cut-off worker's task to the other"
+    settled_counts(lab, "task_queue", (0, 0))
+    wait_until(lambda: consumers(lab, "task_queue") == 2, 90, "the cut-off worker consuming again")
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 4} and ", 0 lost" in data["verdict"]
+
+
+def test_drill_cut_in_noack_mode_loses_only_what_no_worker_finished(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab, *NOACK)
+    run_id = produce(*NOACK, "-e", "task_count=4", *LONG)
+    in_hand(lab, run_id)
+    drill(*NOACK, "-e", "fault=cut", "-e", f"target={WORKER_B}", "-e", "duration=15")
+    for host in WORKERS:
+        received = {e["seq"] for e in worker_events(lab, host, run_id) if e["event"] == "received"}
+        wait_until(lambda r=received: r <= set(done_seqs(lab, run_id)), 90, f"{host} done with what it received")
+    never_finished = set(range(1, 5)) - set(done_seqs(lab, run_id))
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert {t["seq"] for t in data["tasks"] if t["fate"] == "lost"} == never_finished
+
+
+def test_drill_broker_restart_in_ack_mode_keeps_every_task(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab)
+    run_id = produce("-e", "task_count=6", *LONG)
+    in_hand(lab, run_id)
+    drill("-e", "fault=broker-restart")
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 120, "every task done after the restart")
+    assert all(any(e["event"] == "connection_lost" for e in lab_runs.container_events(lab, h)) for h in WORKERS)
+    settled_counts(lab, "task_queue", (0, 0))
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 6} and ", 0 lost" in data["verdict"]
+
+
+def produce_during_broker_down(client: docker.DockerClient, *settings: str) -> subprocess.CompletedProcess[str]:
+    """produce.yml spread over about 10 s, and the broker down for 8 s while it publishes; its result."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        spread = ("-e", "task_count=20", "-e", "publish_rate=2", "-e", "task_message=t")
+        producing = pool.submit(playbook, "produce.yml", *FAST, *settings, *spread)
+
+        def publishing() -> bool:
+            return "workqueue-producer" in on(client, PRODUCER, "docker", "ps", "--format", "{{.Names}}")
+
+        wait_until(publishing, 60, "the producer publishing")
+        drill(*settings, "-e", "fault=broker-down", "-e", "duration=8")
+        return producing.result(timeout=300)
+
+
+def test_drill_broker_down_in_ack_mode_the_producer_resends_and_nothing_is_lost(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    deploy(lab)
+    produced = produce_during_broker_down(lab)
+    assert produced.returncode == 0, produced.stdout[-3000:]
+    assert "(1 sent again after a lost connection: #" in " ".join(produced.stdout.split())
+    run_id = run_id_of(produced.stdout)
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 21)), 120, "every task done")
+    settled_counts(lab, "task_queue", (0, 0))
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 20} and data["verdict"].startswith("20 sent, 20 done, 0 lost")
+
+
+def test_drill_broker_down_in_noack_mode_names_what_was_not_sent(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab, *NOACK)
+    produced = produce_during_broker_down(lab, *NOACK)
+    assert produced.returncode != 0
+    line = next(line for line in produced.stdout.splitlines() if "tasks not sent: #" in line)
+    run_id = run_id_of(produced.stdout)
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    not_sent = {t["seq"] for t in data["tasks"] if t["fate"] == "not sent"}
+    assert not_sent and f"{len(not_sent)} of 20 tasks not sent: {seq_list(sorted(not_sent))}" in line
+    assert not (not_sent & set(done_seqs(lab, run_id))), "a task named as not sent was never worked"
+
+
+def test_a_freeze_interrupted_with_ctrl_c_heals_anyway(lab: docker.DockerClient) -> None:
+    deploy(lab)
+    disturbed()
+    command = [
+        str(lab_runs.PLAYBOOK),
+        "-i",
+        str(TEST_LAB.inventory),
+        str(ROOT / "playbooks" / "drill.yml"),
+        *FAST,
+        "-e",
+        "fault=freeze",
+        "-e",
+        f"target={WORKER_B}",
+        "-e",
+        "duration=12",
+    ]
+    paused = ["docker", "inspect", "-f", "{{.State.Paused}}", "workqueue-worker-1"]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT) as drilling:
+        try:
+            wait_until(lambda: on(lab, WORKER_B, *paused).strip() == "true", 60, "the worker frozen")
+            drilling.send_signal(signal.SIGINT)  # Ctrl+C, while the freeze lasts
+            assert drilling.wait(timeout=30) != 0
+        finally:
+            if drilling.poll() is None:
+                drilling.kill()
+    assert on(lab, WORKER_B, *paused).strip() == "true", "interrupted mid-freeze"
+    wait_until(lambda: on(lab, WORKER_B, *paused).strip() == "false", 30, "the timer on the host resuming the worker")
+
+
+DRILL_BAD_INPUTS = {
+    "unknown fault": (["-e", "fault=flood"], "say which fault: -e fault=KIND with KIND one of stop, kill, freeze"),
+    "unknown target": (["-e", "fault=stop", "-e", "target=nowhere"], "(got nowhere)"),
+    "duration out of bounds": (["-e", "fault=freeze", "-e", "duration=3"], "from 5 to 600 (got 3)"),
+    "no such worker": (["-e", "fault=freeze", "-e", "worker=7"], f"{WORKER_A} runs no workqueue-worker-7"),
+}
+
+
+@pytest.mark.parametrize("case", DRILL_BAD_INPUTS)
+def test_drill_bad_input_changes_nothing(lab: docker.DockerClient, case: str) -> None:
+    args, message = DRILL_BAD_INPUTS[case]
+    deploy(lab)
+    before = lab_state(lab)
+    done = playbook("drill.yml", *FAST, *args)
+    assert done.returncode != 0 and message in " ".join(done.stdout.split())
+    assert all(count == 0 for count in changed(done).values())
+    assert lab_state(lab) == before
 
 
 def test_site_restarts_a_stopped_worker(lab: docker.DockerClient) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from report.foreign import ForeignTask, foreign_tasks
 from report.foreign import summary as foreign_summary
-from report.gathered import Container, Event, Gathered, QueueState
+from report.gathered import Container, Event, Fault, Gathered, QueueState
 from workqueue.queues import Mode, queue_spec
 from workqueue.tasks import seq_list
 
@@ -122,6 +122,8 @@ class RunReport:
     missing: list[str]
     # Tasks from other producers that the workers received while this run was the newest.
     foreign: list[ForeignTask] = field(default_factory=list)
+    # The drills' faults while the run went on (playbooks/drill.yml).
+    faults: list[Fault] = field(default_factory=list)
 
     def count(self, fate: str) -> int:
         return sum(1 for task in self.tasks if task.fate == fate)
@@ -218,7 +220,17 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
         queue_state=queue_state,
         missing=missing,
         foreign=foreign_tasks(gathered, run_id, run_start),
+        faults=_faults_during(gathered.faults, attempts, run_start),
     )
+
+
+def _faults_during(faults: list[Fault], attempts: list[Attempt], run_start: float | None) -> list[Fault]:
+    """The faults from the run's start until its last task ended (or now, while it goes on)."""
+    if run_start is None:
+        return []
+    ends = [a.ended for a in attempts]
+    last = max((e for e in ends if e is not None), default=run_start) if None not in ends else float("inf")
+    return sorted((f for f in faults if f.end >= run_start and f.start <= last), key=lambda f: f.start)
 
 
 def _producer_event(gathered: Gathered, kind: str, run_id: str) -> Event | None:

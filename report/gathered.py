@@ -43,10 +43,22 @@ class QueueState:
     consumers: int
 
 
+@dataclass(frozen=True)
+class Fault:
+    """A fault playbooks/drill.yml caused: on which host (and worker), from when until it healed."""
+
+    fault: str
+    host: str
+    worker: str | None  # None: the broker
+    start: float
+    end: float
+
+
 @dataclass
 class Gathered:
     containers: list[Container] = field(default_factory=list)
     producer_events: list[Event] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
     queues: list[QueueState] | None = None  # None: the broker was not read
     unread_hosts: list[str] = field(default_factory=list)  # worker hosts whose events are missing
     missing: list[str] = field(default_factory=list)
@@ -150,11 +162,25 @@ def _read_producer_host(document: dict[str, Any], gathered: Gathered) -> None:
     if why:
         gathered.missing.append(f"producer host {host}: {why}; the producer's record is missing")
         return
+    faults = base64.b64decode(document.get("faults") or "").decode("utf-8", "replace")
+    gathered.faults.extend(_fault(e) for e in read_events(faults.splitlines()) if e.get("event") == "fault")
     content = document.get("record")
     if not content:
         return  # no record on this host: the report says so if no host had one
     text = base64.b64decode(content).decode("utf-8", "replace")
     gathered.producer_events.extend(read_events(text.splitlines()))
+
+
+def _fault(event: Event) -> Fault:
+    start = float(event.get("start") or 0.0)
+    worker = event.get("worker")
+    return Fault(
+        str(event.get("fault")),
+        str(event.get("host")),
+        worker if isinstance(worker, str) else None,
+        start,
+        max(start, float(event.get("end") or start)),
+    )
 
 
 def _read_broker(document: dict[str, Any], gathered: Gathered) -> None:

@@ -48,6 +48,7 @@ def as_dict(report: RunReport) -> dict[str, Any]:
             for t in report.tasks
         ],
         "foreign": [asdict(t) for t in report.foreign],
+        "faults": [asdict(f) for f in report.faults],
         "broker_queue": asdict(report.queue_state) if report.queue_state else None,
         "missing": report.missing,
     }

@@ -8,6 +8,8 @@ from report.fates import RunReport
 
 def render(report: RunReport, picture: str) -> str:
     lines = [f"# {tables.heading(report)}", "", f"**{report.verdict}**", ""]
+    if report.faults:
+        lines += [f"Fault: {line}" for line in tables.fault_lines(report)] + [""]
     if report.missing:
         lines += ["## What is missing", ""] + [f"- {statement}" for statement in report.missing] + [""]
     lines += ["## Timeline", "", f"![One lane per worker, a bar per task]({picture})", ""]

@@ -68,3 +68,13 @@ def _counted(seqs: list[int]) -> str:
 def foreign_rows(report: RunReport) -> list[list[str]]:
     """Tasks from other producers: apart from the run's, never among its lost or unknown."""
     return [[clock(t.received), t.worker, t.outcome, t.origin] for t in report.foreign]
+
+
+def fault_lines(report: RunReport) -> list[str]:
+    """``freeze on lab3/worker-1, 02:22:04 to 02:22:44 (40 s)``: the drills' faults during the run."""
+    lines = []
+    for f in report.faults:
+        where = f"{f.host}/{f.worker}" if f.worker else f"the broker ({f.host})"
+        span = f"{clock(f.start)} to {clock(f.end)} ({f.end - f.start:.0f} s)" if f.end > f.start else clock(f.start)
+        lines.append(f"{f.fault} on {where}, {span}")
+    return lines

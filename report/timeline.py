@@ -28,6 +28,7 @@ CHAR = 6.5  # width of a character of a bar's label, about
 COLOURS = {DONE: "#2e7d32", LOST: "#c62828", REQUEUED: "#ef6c00", IN_PROGRESS: "#1565c0", REFUSED: "#6a1b9a"}
 WAITING = "#cfd8dc"
 STOP = "#c62828"
+FAULT = "#6a1b9a"  # a drill's fault (playbooks/drill.yml), as a band
 Scale = Callable[[float], float]  # a moment to its x in the picture
 WORDS = {
     DONE: "done",
@@ -41,7 +42,12 @@ WORDS = {
 def render(report: RunReport, now: float) -> str:
     attempts = [a for t in report.tasks for a in t.attempts]
     start = min([a.received for a in attempts] + ([report.started] if report.started is not None else []), default=now)
-    end = max([a.ended or now for a in attempts] + [w.stopped_at or start for w in report.workers] + [start + 1])
+    end = max(
+        [a.ended or now for a in attempts]
+        + [w.stopped_at or start for w in report.workers]
+        + [start + 1]
+        + [f.end for f in report.faults]
+    )
     scale = (WIDTH - LABEL - RIGHT) / (end - start)
 
     def x(ts: float) -> float:
@@ -51,13 +57,20 @@ def render(report: RunReport, now: float) -> str:
     drawn: dict[int, tuple[float, float, float]] = {}  # id(attempt) -> its bar's start, end and middle height
     y = 84.0
     body += _axis(start, end, x, y - 12)
+    lanes: list[tuple[WorkerSummary, float, float]] = []
     for worker in report.workers:
-        y = _lane(worker, _pack(worker.attempts, now), x, y, now, body, drawn) + LANE_GAP
+        top = y
+        y = _lane(worker, _pack(worker.attempts, now), x, y, now, body, drawn)
+        lanes.append((worker, top, y))
+        y += LANE_GAP
+    body += _faults(report, lanes, x)
     body += _moves(report, drawn)
     y = _undelivered(report, body, y)
     y = _legend(body, y + 6)
-    title = [_text(8, 22, f"Run {report.run_id} ({report.mode or '?'} mode)", size=16, weight="bold"),
-             _text(8, 44, report.verdict, size=12)]  # fmt: skip
+    title = [
+        _text(8, 22, f"Run {report.run_id} ({report.mode or '?'} mode)", size=16, weight="bold"),
+        _text(8, 44, report.verdict, size=12),
+    ]
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{y + 10:.0f}" '
         f'viewBox="0 0 {WIDTH} {y + 10:.0f}" font-family="DejaVu Sans, Verdana, sans-serif">\n'
@@ -87,10 +100,37 @@ def _lane(
         body.append(_text(LABEL, y + height + 2, f"({hidden} more tasks not drawn)", size=11, fill="#555"))
     if worker.stopped_at is not None:
         sx = x(worker.stopped_at)
-        body.append(f'<line x1="{sx:.1f}" y1="{y - 6}" x2="{sx:.1f}" y2="{y + height - 2}" '
-                    f'stroke="{STOP}" stroke-width="2" stroke-dasharray="5,3"/>')  # fmt: skip
+        body.append(
+            f'<line x1="{sx:.1f}" y1="{y - 6}" x2="{sx:.1f}" y2="{y + height - 2}" '
+            f'stroke="{STOP}" stroke-width="2" stroke-dasharray="5,3"/>'
+        )
         body.append(_text(sx + 4, y + height - 6, f"docker stop {clock(worker.stopped_at)}", size=11, fill=STOP))
     return y + height
+
+
+def _faults(report: RunReport, lanes: list[tuple[WorkerSummary, float, float]], x: Scale) -> list[str]:
+    """Each drill's fault as a band from its start to its heal, on the lanes it touched (all: the broker)."""
+    parts = []
+    for fault in report.faults:
+        x1 = x(fault.start)
+        width = max(x(fault.end) - x1, 3)
+        touched = [
+            (top, bottom)
+            for w, top, bottom in lanes
+            if fault.worker is None or (w.host == fault.host and w.worker.endswith(f"/{fault.worker}"))
+        ]
+        for top, bottom in touched:
+            parts.append(
+                f'<rect x="{x1:.1f}" y="{top - 4:.1f}" width="{width:.1f}" height="{bottom - top:.1f}" '
+                f'fill="{FAULT}" fill-opacity="0.18" stroke="{FAULT}" stroke-dasharray="2,2">'
+                f"<title>{escape(fault.fault)} {clock(fault.start)} to {clock(fault.end)}</title></rect>"
+            )
+        if touched:
+            duration = f" {fault.end - fault.start:.0f} s" if fault.end > fault.start else ""
+            parts.append(
+                _text(x1 + 2, touched[0][0] + 6, f"{fault.fault}{duration}", size=11, fill=FAULT, weight="bold")
+            )
+    return parts
 
 
 def _moves(report: RunReport, drawn: dict[int, tuple[float, float, float]]) -> list[str]:
@@ -106,9 +146,12 @@ def _moves(report: RunReport, drawn: dict[int, tuple[float, float, float]]) -> l
                     'stroke-width="1.5" stroke-dasharray="4,3" fill="none" marker-end="url(#arrow)"/>'
                 )
     if parts:
-        parts.insert(0, f'<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-                        f'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{COLOURS[REQUEUED]}"/>'
-                        f"</marker></defs>")  # fmt: skip
+        parts.insert(
+            0,
+            f'<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+            f'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{COLOURS[REQUEUED]}"/>'
+            f"</marker></defs>",
+        )
     return parts
 
 
@@ -145,8 +188,9 @@ def _bar(attempt: Attempt, x: Scale, y: float, now: float, drawn: dict[int, tupl
     label = f"#{attempt.seq}" + (" again" if attempt.redelivered else "")
     if attempt.outcome in (LOST, REQUEUED, REFUSED):
         # What ended at the stop is named beside its bar, where nothing follows it.
-        parts.append(_text(x1 + width + 4, y + BAR - 2, f"{label} {WORDS[attempt.outcome]}", size=11,
-                           fill=colour, weight="bold"))  # fmt: skip
+        parts.append(
+            _text(x1 + width + 4, y + BAR - 2, f"{label} {WORDS[attempt.outcome]}", size=11, fill=colour, weight="bold")
+        )
     elif width >= CHAR * len(label) + 4:
         parts.append(_text(x1 + 3, y + BAR - 2, label, size=10, fill="white", weight="bold"))
     return parts
@@ -186,10 +230,19 @@ def _legend(body: list[str], y: float) -> float:
         (COLOURS[IN_PROGRESS], "in progress"),
     ]
     # The outline and the arrow: a task given to another worker after its first one stopped.
-    body.append(f'<rect x="8" y="{y + BAR + 8}" width="14" height="{BAR}" fill="{COLOURS[DONE]}" '
-                f'stroke="#111" stroke-width="1.5"/>')  # fmt: skip
-    body.append(_text(26, y + 2 * BAR + 6, "delivered again (ack: redelivered by the broker; the dashed arrow "
-                      "comes from the delivery that did not finish it)", size=11))  # fmt: skip
+    body.append(
+        f'<rect x="8" y="{y + BAR + 8}" width="14" height="{BAR}" fill="{COLOURS[DONE]}" '
+        f'stroke="#111" stroke-width="1.5"/>'
+    )
+    body.append(
+        _text(
+            26,
+            y + 2 * BAR + 6,
+            "delivered again (ack: redelivered by the broker; the dashed arrow "
+            "comes from the delivery that did not finish it)",
+            size=11,
+        )
+    )
     lx = 8.0
     for colour, words in items:
         body.append(f'<rect x="{lx:.0f}" y="{y}" width="14" height="{BAR}" fill="{colour}"/>')

@@ -420,9 +420,14 @@ def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
     late = [e for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "done" and e.get("refused")]
     assert [e["seq"] for e in late] == [held] and late[0]["late"] > 2 * HEARTBEAT
     settled_counts(lab, "task_queue", (0, 0))
-    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    done, data = report(tmp_path, "-e", f"run_id={run_id}")
     assert data["counts"] == {"done": 4}
     assert data["verdict"].endswith(f"1 done twice (#{held})") and ", 0 lost; " in data["verdict"]
+    # The drill left its record: the report names the fault, and the timeline draws it on the frozen lane.
+    (fault,) = data["faults"]
+    assert (fault["fault"], fault["host"], fault["worker"]) == ("freeze", WORKER_B, "worker-1")
+    assert 15 <= fault["end"] - fault["start"] <= 30
+    assert "fault: freeze on " in done.stdout
     wait_until(lambda: consumers(lab, "task_queue") == 2, 60, "the thawed worker consuming again")
 
 

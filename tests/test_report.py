@@ -418,3 +418,31 @@ def test_a_killed_worker_that_said_nothing_is_read_as_a_stopped_one(tmp_path: Pa
     assert report.seqs(fates.LOST) == lost and report.settled
     assert [t.fate for t in report.tasks] == [t.fate for t in before.tasks]
     assert report.verdict.split(" (")[0] == before.verdict.split(" (")[0]
+
+
+def test_a_drills_fault_is_listed_and_drawn_as_a_band_on_the_lanes_it_touched(tmp_path: Path) -> None:
+    folder = copy_of("ack_worker_stopped", tmp_path)
+    start = report_of(folder).started + 2
+    faults = [
+        {"event": "fault", "fault": "freeze", "host": "lab3", "worker": "worker-1", "start": start, "end": start + 40},
+        {
+            "event": "fault",
+            "fault": "kill",
+            "host": "lab2",
+            "worker": "worker-1",
+            "start": start - 3600,
+            "end": start - 3600,
+        },  # long before the run: not its fault
+    ]
+    producer = folder / "producer" / "lab5.json"
+    document = json.loads(producer.read_text())
+    document["faults"] = base64.b64encode("\n".join(json.dumps(f) for f in faults).encode()).decode()
+    producer.write_text(json.dumps(document))
+    report = report_of(folder)
+    assert [(f.fault, f.host, f.end - f.start) for f in report.faults] == [("freeze", "lab3", 40)]
+    done = _report_command(folder, "--out", str(tmp_path / "out"))
+    assert f"fault: freeze on lab3/worker-1, {fates.clock(start)} to {fates.clock(start + 40)} (40 s)" in done.stdout
+    picture = ET.parse(tmp_path / "out" / ACK_RUN / "timeline.svg").getroot()
+    bands = [r for r in picture.iter("{http://www.w3.org/2000/svg}rect") if r.get("fill-opacity") == "0.18"]
+    assert len(bands) == 1, "one band, on lab3's lane only"
+    assert any((t.text or "") == "freeze 40 s" for t in picture.iter("{http://www.w3.org/2000/svg}text"))

@@ -93,7 +93,7 @@ class Drills:
                     "-e",
                     "publish_rate=1",
                     "-e",
-                    "task_message=task ..",
+                    "task_message=work..",
                 )
                 wait_until(self._publishing, 60, "the producer publishing")
                 started = time.monotonic()
@@ -102,7 +102,7 @@ class Drills:
                 settling = pool.submit(self._settled_after, run_id, mode, TASKS * 2, started)
             else:
                 produced = self.playbook(
-                    "produce.yml", *mode_args, "-e", f"task_count={TASKS}", "-e", "task_message=task .........."
+                    "produce.yml", *mode_args, "-e", f"task_count={TASKS}", "-e", "task_message=work.........."
                 )
                 run_id = run_id_of(produced.stdout)
                 wait_until(lambda: bool(unfinished(self.client, self.target, run_id)), 60, "a task in hand")

@@ -210,3 +210,23 @@ def test_producer_waits_for_a_restarted_broker_and_sends_again_what_was_not_conf
     while queue_counts().get("task_queue", (0, 0))[0] not in (10, 11) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert queue_counts()["task_queue"][0] in (10, 11)
+
+
+def test_a_frozen_worker_finishes_late_its_ack_refused_and_the_task_is_done_again_elsewhere(lab: Lab) -> None:
+    url = URL + "?heartbeat=2"  # the broker gives up on a silent connection after 4 to 6 s
+    workers = lab.workers(2, "--mode", "ack", "--seconds-per-dot", "0.5", "--url", url)
+    assert lab.produce("1", "long......", "--url", URL).process.returncode == 0  # 3 s of work
+    deadline = time.monotonic() + 30
+    while not any(w.events("received") for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    frozen, other = sorted(workers, key=lambda w: not w.events("received"))
+    frozen.signal(signal.SIGSTOP)  # a hung machine: no heartbeats, no work
+    try:
+        other.wait_for_event("done", timeout=30)  # the broker gave the task to the other worker
+    finally:
+        frozen.signal(signal.SIGCONT)
+    late = frozen.wait_for_event("done", timeout=30)
+    assert late["refused"] is True and late["late"] > 4
+    assert [e["redelivered"] for e in other.events("received")] == [True]
+    frozen.wait_for(lambda: len(frozen.events("consuming")) == 2, 30, "consuming again after the stall")
+    assert_counts("task_queue", (0, 0))

@@ -487,6 +487,23 @@ def test_drill_broker_restart_in_ack_mode_keeps_every_task(lab: docker.DockerCli
     assert data["counts"] == {"done": 6} and ", 0 lost" in data["verdict"]
 
 
+def test_drill_broker_restart_in_noack_mode_loses_what_no_worker_finished(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    deploy(lab, *NOACK)
+    run_id = produce(*NOACK, "-e", "task_count=6", *LONG)
+    in_hand(lab, run_id)
+    drill(*NOACK, "-e", "fault=broker-restart")
+    for host in WORKERS:  # a noack worker keeps what it was pushed and finishes it, connection or not
+        received = {e["seq"] for e in worker_events(lab, host, run_id) if e["event"] == "received"}
+        wait_until(lambda r=received: r <= set(done_seqs(lab, run_id)), 90, f"{host} done with what it received")
+    assert all(any(e["event"] == "connection_lost" for e in lab_runs.container_events(lab, h)) for h in WORKERS)
+    never_finished = set(range(1, 7)) - set(done_seqs(lab, run_id))
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert {t["seq"] for t in data["tasks"] if t["fate"] == "lost"} == never_finished
+    wait_until(lambda: consumers(lab, "hello") == 2, 60, "the workers consuming again from a new 'hello'")
+
+
 def produce_during_broker_down(client: docker.DockerClient, *settings: str) -> subprocess.CompletedProcess[str]:
     """produce.yml spread over about 10 s, and the broker down for 8 s while it publishes; its result."""
     with ThreadPoolExecutor(max_workers=1) as pool:

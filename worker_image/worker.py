@@ -82,6 +82,10 @@ class Delivery:
         return {"run_id": self.label.run_id, "seq": self.label.seq, "message_id": self.label.message_id}
 
 
+class Stalled(Exception):
+    """The worker stood still (frozen) past the broker's heartbeat timeout: its connection is not to be trusted."""
+
+
 class Worker:
     def __init__(self, config: WorkerConfig, out: Output) -> None:
         self.config = config
@@ -93,6 +97,8 @@ class Worker:
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._cancel = threading.Event()
+        # Set by the work thread when it finds it stood still: the I/O loop then reconnects.
+        self._stalled = threading.Event()
         self._work_thread = threading.Thread(target=self._work_loop, name="work", daemon=True)
         self._health_touched = 0.0
         self._said_stopped = False
@@ -120,6 +126,10 @@ class Worker:
                     self._consume(connection, first)
                 except pika.exceptions.AMQPConnectionError as exc:
                     self._connection_lost(describe(exc))
+                except Stalled as exc:
+                    self._connection_lost(str(exc))
+                    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                        connection.close()  # if the broker has not closed it yet: it then requeues our tasks
                 first = False
         finally:
             self._finish_work()
@@ -149,6 +159,9 @@ class Worker:
         self.out.say(" [*] Waiting for messages. To exit press CTRL+C" if first else " [*] Reconnected")
         self.out.event("consuming", queue=spec.name)
         while not self._stopping():
+            if self._stalled.is_set():
+                self._stalled.clear()
+                raise Stalled("this worker stood still past the broker's heartbeat timeout")
             connection.process_data_events(time_limit=POLL_SECONDS)
             self.out.flush()
             self._publish_feed(channel)
@@ -293,6 +306,8 @@ class Worker:
         the same, and so the task is done twice: the price of at-least-once delivery.
         """
         delivery.cancelled.set()  # the tasks behind it came on the same dead connection
+        # Make sure it is dead: were the broker still to wait, this task would stay unacknowledged.
+        self._stalled.set()
         self.out.say(
             f" [x] Done {delivery.label.number}, late: stalled {stalled:.0f} s, past the broker's heartbeat timeout;"
             " its acknowledgement is refused and another worker does it again"

@@ -124,6 +124,8 @@ class RunReport:
     foreign: list[ForeignTask] = field(default_factory=list)
     # The drills' faults while the run went on (playbooks/drill.yml).
     faults: list[Fault] = field(default_factory=list)
+    # noack: when the broker went during the run (every worker lost its connection), if it did.
+    broker_went: float | None = None
 
     def count(self, fate: str) -> int:
         return sum(1 for task in self.tasks if task.fate == fate)
@@ -221,6 +223,7 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
         missing=missing,
         foreign=foreign_tasks(gathered, run_id, run_start),
         faults=_faults_during(gathered.faults, attempts, run_start),
+        broker_went=broker_went,
     )
 
 
@@ -272,7 +275,7 @@ def _follow_container(
     container: Container, run_id: str, mode: str | None, run_start: float | None
 ) -> tuple[WorkerSummary, set[int]]:
     """Pair each received event of the run with the done or abandoned event that ended it."""
-    label = f"{container.host}/{container.name.removeprefix('workqueue-')}"
+    label = container.worker
     summary = WorkerSummary(label, container.host, container.name, container.running, container.status, None)
     open_attempts: dict[int, list[Attempt]] = {}
     attempts = summary.attempts
@@ -423,8 +426,9 @@ def verdict(report: RunReport) -> str:
         for worker, tasks in lost_by_worker.items()
     ]
     if with_the_broker:
-        when = with_the_broker[0].note.rsplit(": ", 1)[0]  # "lost with the broker at HH:MM:SS"
-        groups.append(f"{seq_list(t.seq for t in with_the_broker)}: {when}")
+        groups.append(
+            f"{seq_list(t.seq for t in with_the_broker)}: lost with the broker at {clock(report.broker_went)}"
+        )
     if groups:
         text += f" ({'; '.join(groups)})"
     again = report.redelivered

@@ -47,7 +47,7 @@ def foreign_tasks(gathered: Gathered, run_id: str, run_start: float | None) -> l
 
 def _follow(container: Container) -> list[ForeignTask]:
     """Pair a worker's foreign deliveries with their ends: it works its tasks in order of arrival."""
-    worker = f"{container.host}/{container.name.removeprefix('workqueue-')}"
+    worker = container.worker
     mode = next((e.get("mode") for e in container.events if e.get("event") == "worker_started"), None)
     tasks: list[ForeignTask] = []
     held: list[Event] = []

@@ -34,6 +34,11 @@ class Container:
     events: list[Event]
     created: float | None = None  # its logs begin then: events of earlier runs went with an older container
 
+    @property
+    def worker(self) -> str:
+        """``host/worker-N``: what the worker calls itself in reports and the live view."""
+        return f"{self.host}/{self.name.removeprefix('workqueue-')}"
+
 
 @dataclass(frozen=True)
 class QueueState:

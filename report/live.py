@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from report.foreign import from_a_run
 from report.gathered import Event
 
 SILENT_SECONDS = 15.0  # a worker says it is alive every 5 s; three times that and it is gone
@@ -60,7 +61,7 @@ class LiveState:
             worker.connection = "reconnecting"
             return
         run, seq = event.get("run_id"), event.get("seq")
-        if not isinstance(seq, int) or not isinstance(run, str):
+        if not from_a_run(event):
             self._apply_foreign(worker, kind)
             return
         if run != self.run_id and kind == "received" and self.run_filter in (None, run):

@@ -376,11 +376,24 @@ def in_hand(client: docker.DockerClient, run_id: str) -> int:
     return min(unfinished(client, WORKER_B, run_id))
 
 
+def drill_mid_run(
+    client: docker.DockerClient, fault: str, *settings: str, tasks: int, duration: int | None = None
+) -> tuple[str, int]:
+    """A run of long tasks, and the fault (on the second worker host) once it holds one: the run id, that task."""
+    deploy(client, *settings)
+    run_id = produce(*settings, "-e", f"task_count={tasks}", *LONG)
+    held = in_hand(client, run_id)
+    args = ["-e", f"fault={fault}"]
+    args += [] if fault.startswith("broker") else ["-e", f"target={WORKER_B}"]
+    args += ["-e", f"duration={duration}"] if duration else []
+    started = time.monotonic()
+    drill(*settings, *args)
+    assert duration is None or time.monotonic() - started >= duration, "a lasting fault lasts its duration"
+    return run_id, held
+
+
 def test_drill_kill_in_ack_mode_redelivers_the_task_in_hand(lab: docker.DockerClient, tmp_path: Path) -> None:
-    deploy(lab)
-    run_id = produce("-e", "task_count=6", *LONG)
-    held = in_hand(lab, run_id)
-    drill("-e", "fault=kill", "-e", f"target={WORKER_B}")
+    run_id, held = drill_mid_run(lab, "kill", tasks=6)
     assert lab_runs.container_events(lab, WORKER_B)[-1]["event"] != "worker_stopped", "SIGKILL: not a word"
     wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 90, "every task done")
     redelivered = [
@@ -393,10 +406,7 @@ def test_drill_kill_in_ack_mode_redelivers_the_task_in_hand(lab: docker.DockerCl
 
 
 def test_drill_kill_in_noack_mode_loses_what_the_worker_held(lab: docker.DockerClient, tmp_path: Path) -> None:
-    deploy(lab, *NOACK)
-    run_id = produce(*NOACK, "-e", "task_count=6", *LONG)
-    in_hand(lab, run_id)
-    drill(*NOACK, "-e", "fault=kill", "-e", f"target={WORKER_B}")
+    run_id, _ = drill_mid_run(lab, "kill", *NOACK, tasks=6)
     received_a = {e["seq"] for e in worker_events(lab, WORKER_A, run_id) if e["event"] == "received"}
     wait_until(lambda: received_a <= set(done_seqs(lab, run_id)), 90, f"{WORKER_A} done with its own tasks")
     held_b = unfinished(lab, WORKER_B, run_id)  # received and never done: SIGKILL leaves no word
@@ -408,12 +418,7 @@ def test_drill_kill_in_noack_mode_loses_what_the_worker_held(lab: docker.DockerC
 def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
     lab: docker.DockerClient, tmp_path: Path
 ) -> None:
-    deploy(lab)
-    run_id = produce("-e", "task_count=4", *LONG)
-    held = in_hand(lab, run_id)
-    started = time.monotonic()
-    drill("-e", "fault=freeze", "-e", f"target={WORKER_B}", "-e", "duration=15")
-    assert time.monotonic() - started >= 15
+    run_id, held = drill_mid_run(lab, "freeze", tasks=4, duration=15)
     # The broker gave the frozen worker's task to the other worker; thawed, the frozen one finished it too.
     wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 5)), 90, "every task done")
     wait_until(lambda: held in done_seqs(lab, run_id) and len(done_seqs(lab, run_id)[held]) == 2, 30, "done twice")
@@ -432,10 +437,7 @@ def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
 
 
 def test_drill_freeze_in_noack_mode_makes_its_tasks_late_not_lost(lab: docker.DockerClient, tmp_path: Path) -> None:
-    deploy(lab, *NOACK)
-    run_id = produce(*NOACK, "-e", "task_count=4", *LONG)
-    in_hand(lab, run_id)
-    drill(*NOACK, "-e", "fault=freeze", "-e", f"target={WORKER_B}", "-e", "duration=15")
+    run_id, _ = drill_mid_run(lab, "freeze", *NOACK, tasks=4, duration=15)
     wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 5)), 90, "every task done, late or not")
     assert any(e.get("late") for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "done")
     _, data = report(tmp_path, "-e", f"run_id={run_id}")
@@ -445,10 +447,7 @@ def test_drill_freeze_in_noack_mode_makes_its_tasks_late_not_lost(lab: docker.Do
 def test_drill_cut_in_ack_mode_loses_nothing_and_the_worker_comes_back(
     lab: docker.DockerClient, tmp_path: Path
 ) -> None:
-    deploy(lab)
-    run_id = produce("-e", "task_count=4", *LONG)
-    held = in_hand(lab, run_id)
-    drill("-e", "fault=cut", "-e", f"target={WORKER_B}", "-e", "duration=15")
+    run_id, held = drill_mid_run(lab, "cut", tasks=4, duration=15)
     assert on_result(lab, WORKER_B, "nft", "list", "table", "inet", "workqueue_drill")[0] != 0, "the cut is healed"
     wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 5)), 90, "every task done")
     assert any(e["event"] == "connection_lost" for e in lab_runs.container_events(lab, WORKER_B))
@@ -463,10 +462,7 @@ def test_drill_cut_in_ack_mode_loses_nothing_and_the_worker_comes_back(
 
 
 def test_drill_cut_in_noack_mode_loses_only_what_no_worker_finished(lab: docker.DockerClient, tmp_path: Path) -> None:
-    deploy(lab, *NOACK)
-    run_id = produce(*NOACK, "-e", "task_count=4", *LONG)
-    in_hand(lab, run_id)
-    drill(*NOACK, "-e", "fault=cut", "-e", f"target={WORKER_B}", "-e", "duration=15")
+    run_id, _ = drill_mid_run(lab, "cut", *NOACK, tasks=4, duration=15)
     for host in WORKERS:
         received = {e["seq"] for e in worker_events(lab, host, run_id) if e["event"] == "received"}
         wait_until(lambda r=received: r <= set(done_seqs(lab, run_id)), 90, f"{host} done with what it received")
@@ -476,10 +472,7 @@ def test_drill_cut_in_noack_mode_loses_only_what_no_worker_finished(lab: docker.
 
 
 def test_drill_broker_restart_in_ack_mode_keeps_every_task(lab: docker.DockerClient, tmp_path: Path) -> None:
-    deploy(lab)
-    run_id = produce("-e", "task_count=6", *LONG)
-    in_hand(lab, run_id)
-    drill("-e", "fault=broker-restart")
+    run_id, _ = drill_mid_run(lab, "broker-restart", tasks=6)
     wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 120, "every task done after the restart")
     assert all(any(e["event"] == "connection_lost" for e in lab_runs.container_events(lab, h)) for h in WORKERS)
     settled_counts(lab, "task_queue", (0, 0))
@@ -490,10 +483,7 @@ def test_drill_broker_restart_in_ack_mode_keeps_every_task(lab: docker.DockerCli
 def test_drill_broker_restart_in_noack_mode_loses_what_no_worker_finished(
     lab: docker.DockerClient, tmp_path: Path
 ) -> None:
-    deploy(lab, *NOACK)
-    run_id = produce(*NOACK, "-e", "task_count=6", *LONG)
-    in_hand(lab, run_id)
-    drill(*NOACK, "-e", "fault=broker-restart")
+    run_id, _ = drill_mid_run(lab, "broker-restart", *NOACK, tasks=6)
     for host in WORKERS:  # a noack worker keeps what it was pushed and finishes it, connection or not
         received = {e["seq"] for e in worker_events(lab, host, run_id) if e["event"] == "received"}
         wait_until(lambda r=received: r <= set(done_seqs(lab, run_id)), 90, f"{host} done with what it received")

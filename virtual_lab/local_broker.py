@@ -75,6 +75,10 @@ def ensure_broker(node: Node = MACHINE) -> None:
         return
     ensure_commands({"rabbitmq-server": "rabbitmq-server", "rabbitmqctl": "rabbitmq-server"})
     print(f"starting RabbitMQ node {node.name} on port {node.port} (rabbitmq-server -detached)...", flush=True)
+    _start(node)
+
+
+def _start(node: Node) -> None:
     subprocess.run(["rabbitmq-server", "-detached"], check=False, capture_output=True, env=node.environment)
     _await_startup(node)
 
@@ -94,8 +98,7 @@ def restart_broker(node: Node = TESTS) -> None:
     deadline = time.monotonic() + 30
     while answering(node) and time.monotonic() < deadline:
         time.sleep(0.2)
-    subprocess.run(["rabbitmq-server", "-detached"], check=False, capture_output=True, env=node.environment)
-    _await_startup(node)
+    _start(node)
 
 
 def role_defaults() -> dict[str, Any]:

@@ -20,7 +20,8 @@ ANSIBLE = Path(sys.executable).parent / "ansible"
 INVENTORIES = (ROOT / "inventory" / "lab.yml", ROOT / "inventory" / "virtual" / "hosts.yml")
 WANTED = (
     "{{ {'url': amqp_url, 'password_file': credentials_file | realpath, 'mode': task_mode,"
-    " 'guest': rabbitmq_guest_remote_access | bool, 'own_password': lab_password | length > 0} | to_json }}"
+    " 'guest': rabbitmq_guest_remote_access | bool, 'own_password': lab_password | length > 0,"
+    " 'ca_file': tls_ca_file | realpath if rabbitmq_tls | bool else none} | to_json }}"
 )
 
 
@@ -33,6 +34,7 @@ class LabSettings:
     url: str  # without the password
     password_file: str | None  # None: guest, whose password is in the URL
     mode: str
+    ca_file: str | None = None  # the lab's CA, when the broker speaks TLS (rabbitmq_tls)
 
 
 def default_inventory() -> Path:
@@ -54,14 +56,17 @@ def from_inventory(inventory: Path) -> LabSettings:
     except (ValueError, KeyError, IndexError, TypeError):
         reason = (done.stderr.strip().splitlines() or ["no answer"])[-1]
         raise SettingsError(f"the inventory {inventory} does not name the broker ({reason})") from None
+    ca_file = found.get("ca_file")
+    if ca_file and not Path(ca_file).exists():
+        raise SettingsError(f"no CA certificate at {ca_file}: deploy the lab first (playbooks/site.yml)")
     if found["guest"]:
-        url = found["url"].replace("amqp://guest@", "amqp://guest:guest@", 1)
-        return LabSettings(url, None, found["mode"])
+        url = found["url"].replace("://guest@", "://guest:guest@", 1)
+        return LabSettings(url, None, found["mode"], ca_file)
     if found["own_password"]:
         password_file = os.environ.get("AMQP_PASSWORD_FILE")
         if not password_file:
             raise SettingsError("lab_password is set in the inventory: put it in a file and set AMQP_PASSWORD_FILE")
-        return LabSettings(found["url"], password_file, found["mode"])
+        return LabSettings(found["url"], password_file, found["mode"], ca_file)
     if not Path(found["password_file"]).exists():
         raise SettingsError(f"no password at {found['password_file']}: deploy the lab first (playbooks/site.yml)")
-    return LabSettings(found["url"], found["password_file"], found["mode"])
+    return LabSettings(found["url"], found["password_file"], found["mode"], ca_file)

@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None) -> WatchConfig:
             cli.fail(PROG, str(exc))
         args.url = settings.url
         args.password_file = args.password_file or settings.password_file
+        args.ca_file = args.ca_file or settings.ca_file
         args.mode = args.mode or settings.mode
     return WatchConfig(
         options=cli.resolve_broker_options(parser, args),

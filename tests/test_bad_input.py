@@ -51,6 +51,17 @@ def test_producer_usage_errors_exit_2(lab: Lab, args: list[str], message: str) -
         ([], {"SECONDS_PER_DOT": "-1"}, "SECONDS_PER_DOT: '-1' is not a number of seconds, 0 or more"),
         (["--url", "amqp//nohost"], {}, "must start with amqp://"),
         ([], {"AMQP_PASSWORD_FILE": "/nonexistent/secret"}, "cannot read the password file"),
+        (
+            ["--url", "amqps://guest:guest@localhost/", "--ca-file", "/nonexistent/ca.crt"],
+            {},
+            "cannot read the CA file /nonexistent/ca.crt: No such file or directory",
+        ),
+        (["--url", "amqps://guest:guest@localhost/"], {"AMQP_CA_FILE": "/etc/hostname"}, "not a PEM certificate"),
+        (
+            [],
+            {"AMQP_CA_FILE": "/etc/hostname"},
+            "a CA file (/etc/hostname) is for TLS: the broker URL must start with amqps://",
+        ),
     ],
 )
 def test_worker_usage_errors_exit_2(lab: Lab, args: list[str], env: dict[str, str], message: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import docker
 import pika
+import pika.exceptions
 import pytest
 import yaml
 
@@ -28,6 +30,7 @@ from report import lab_settings
 from virtual_lab import engine, hosts, images, lab_runs
 from virtual_lab.hosts import TEST_LAB
 from virtual_lab.lab_runs import done_by, on, on_result, recap, run_id_of, unfinished, wait_until
+from workqueue.connection import BrokerError, broker_from_url, connect
 from workqueue.tasks import seq_list
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -681,19 +684,174 @@ def test_guest_remote_access_mode(lab: docker.DockerClient) -> None:
     assert "loopback_users" not in on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
 
 
-def test_password_appears_in_no_output_and_no_docker_inspect(lab: docker.DockerClient, tmp_path: Path) -> None:
+# --- secrets: the password on no command line, journal, log or output; a new one reaches every worker; TLS
+
+ALL_HOSTS = (BROKER, *WORKERS, PRODUCER)
+SAMPLER = (
+    "touch /tmp/sampling; rm -f /tmp/ps-samples /tmp/ps-count; i=0;"
+    " while [ -e /tmp/sampling ] && [ $i -lt 4000 ]; do ps -eo args >> /tmp/ps-samples; i=$((i+1)); sleep 0.05; done;"
+    " echo $i > /tmp/ps-count"
+)
+
+
+class CommandLines:
+    """Every process's command line on the lab's hosts, every 50 ms, while the block runs (at most 4000 times)."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+        self.seen: dict[str, str] = {}
+
+    def __enter__(self) -> CommandLines:
+        for host in ALL_HOSTS:
+            self.client.containers.get(host).exec_run(["sh", "-c", SAMPLER], detach=True)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for host in ALL_HOSTS:
+            on(self.client, host, "rm", "-f", "/tmp/sampling")
+        for host in ALL_HOSTS:
+            wait_until(lambda h=host: on_result(self.client, h, "test", "-s", "/tmp/ps-count")[0] == 0, 10, "sampler")
+            self.seen[host] = on(self.client, host, "cat", "/tmp/ps-samples")
+            assert int(on(self.client, host, "cat", "/tmp/ps-count")) >= 20, f"the sampler ran on {host}"
+
+
+def where_secrets_show(client: docker.DockerClient, secrets: list[str], *outputs: str) -> list[str]:
+    """Where on the lab any of the secrets shows: every host's journal (every field) and /var/log, and the outputs."""
+    found = []
+    for host in ALL_HOSTS:
+        journal = on(client, host, "journalctl", "-o", "verbose", "--no-pager")
+        found += [f"{host} journal" for secret in secrets if secret in journal]
+        patterns = [arg for secret in secrets for arg in ("-e", secret)]
+        logs = on_result(client, host, "grep", "-rlF", *patterns, "/var/log")[1]
+        found += [f"{host} {path}" for path in logs.split()]
+    found += [f"output {i}" for i, output in enumerate(outputs) for secret in secrets if secret in output]
+    return found
+
+
+def test_no_secret_on_a_command_line_in_a_journal_a_log_or_the_output(lab: docker.DockerClient, tmp_path: Path) -> None:
     deploy(lab)
-    outputs = [playbook("site.yml", *FAST, "-vvv"), playbook("produce.yml", *FAST, "-vvv", "-e", "task_count=2")]
-    outputs.append(report(tmp_path, "-vvv")[0])
     password = CREDENTIALS.read_text().strip()
+    with CommandLines(lab) as command_lines:
+        outputs = [playbook("site.yml", *FAST, "-vvvv"), playbook("produce.yml", *FAST, "-vvvv", "-e", "task_count=2")]
+        outputs.append(report(tmp_path, "-vvvv")[0])
     assert CREDENTIALS.stat().st_mode & 0o077 == 0, "the credentials file is readable by its owner only"
     assert len(password) >= 20
     for done in outputs:
         assert done.returncode == 0, done.stdout[-2000:]
-        assert "TASK [" in done.stdout and password not in done.stdout + done.stderr
+        assert changed(done).get(BROKER, 0) == 0
+    for host, seen in command_lines.seen.items():
+        assert password not in seen, f"the password is on a command line on {host}"
+    # The sampler saw the role's rabbitmqctl commands go by: it would have seen a password on them.
+    checks = [line for line in command_lines.seen[BROKER].splitlines() if "rabbitmqctl" in line]
+    assert any("authenticate_user" in line for line in checks)
+    assert "_CMDLINE=su rabbitmq" in on(lab, BROKER, "journalctl", "-o", "verbose", "--no-pager")
+    assert where_secrets_show(lab, [password], *(done.stdout + done.stderr for done in outputs)) == []
     inspected = {host: json.loads(on(lab, host, "docker", "inspect", *workers_on(lab, host))) for host in WORKERS}
     assert all(len(found) == 1 for found in inspected.values()), inspected.keys()
     assert password not in json.dumps(inspected)
+
+
+def can_log_in(password: str, user: str = "workqueue") -> bool:
+    parameters = pika.ConnectionParameters(
+        BROKER_ADDRESS, 5672, "workqueue", pika.PlainCredentials(user, password), connection_attempts=1
+    )
+    try:
+        pika.BlockingConnection(parameters).close()
+    except pika.exceptions.ProbableAuthenticationError:
+        return False
+    return True
+
+
+def test_a_new_password_reaches_the_broker_and_every_worker_and_no_command_line(lab: docker.DockerClient) -> None:
+    deploy(lab)
+    old = CREDENTIALS.read_text().strip()
+    new = f"New-{time.time_ns()}-pw"
+    started = {host: workers_on(lab, host) for host in WORKERS}
+    # --check says what would change, and changes nothing.
+    checked = playbook("site.yml", *FAST, "-e", f"lab_password={new}", "--check")
+    assert changed(checked)[BROKER] == 1 and can_log_in(old) and not can_log_in(new)
+    with CommandLines(lab) as command_lines:
+        done = deploy(lab, "-e", f"lab_password={new}")
+    assert done is not None
+    # The broker's password, each worker host's file and its restarted worker, the producer's file: nothing else.
+    assert changed(done) == {"localhost": 0, BROKER: 1, WORKER_A: 2, WORKER_B: 2, PRODUCER: 1}
+    assert not can_log_in(old) and can_log_in(new)
+    for host in WORKERS:
+        assert workers_on(lab, host)["workqueue-worker-1"][1] != started[host]["workqueue-worker-1"][1]
+    run_id = produce("-e", f"lab_password={new}", "-e", "task_count=4", "-e", "task_message=t")
+    wait_until(lambda: len(done_seqs(lab, run_id)) == 4, 30, "four tasks done with the new password")
+    assert {host for hosts_ in done_seqs(lab, run_id).values() for host in hosts_} == set(WORKERS)
+    assert all(new not in seen and old not in seen for seen in command_lines.seen.values())
+    assert where_secrets_show(lab, [old, new], done.stdout) == []
+    again = playbook("site.yml", *FAST, "-e", f"lab_password={new}")
+    assert changed(again) == dict.fromkeys(changed(again), 0)
+
+
+# --- TLS (rabbitmq_tls): AMQPS on 5671, verified against the lab's CA; plain AMQP on the broker's loopback only
+
+TLS = ("-e", "rabbitmq_tls=true")
+TLS_DIR = CREDENTIALS.parent / "tls"
+
+
+def reaches(client: docker.DockerClient, host: str, port: int) -> bool:
+    """Whether a TCP connection from a lab host to the broker's port is accepted."""
+    probe = f"import socket; socket.create_connection(('{BROKER_ADDRESS}', {port}), timeout=3).close()"
+    return on_result(client, host, "python3", "-c", probe)[0] == 0
+
+
+def test_tls_workers_verify_the_broker_and_plain_amqp_is_closed_to_the_network(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    deploy(lab, *TLS)
+    url = f"amqps://workqueue@{BROKER_ADDRESS}:5671/workqueue"
+    for host in WORKERS:
+        worker = json.loads(on(lab, host, "docker", "inspect", "workqueue-worker-1"))[0]
+        assert f"AMQP_URL={url}?heartbeat={HEARTBEAT}" in worker["Config"]["Env"]
+        assert {(m["Destination"], m["RW"]) for m in worker["Mounts"]} == {
+            ("/run/secrets/amqp_password", False),
+            ("/run/secrets/ca.crt", False),
+        }
+    assert reaches(lab, WORKER_A, 5671) and not reaches(lab, WORKER_A, 5672)
+    # A client with the lab's CA is let in; one that trusts only the system's CAs refuses the broker.
+    with_ca = broker_from_url(url, str(CREDENTIALS), str(TLS_DIR / "ca.crt"))
+    connect(with_ca, timeout=10).close()
+    with pytest.raises(BrokerError, match="certificate is not trusted"):
+        connect(broker_from_url(url, str(CREDENTIALS)), timeout=10)
+    # Private keys are their owner's only, here and on the broker host.
+    keys = sorted(TLS_DIR.glob("*.key"))
+    assert [key.name for key in keys] == ["ca.key", f"{BROKER}.key"]
+    assert all(key.stat().st_mode & 0o077 == 0 for key in keys)
+    assert on(lab, BROKER, "stat", "-c", "%U %a", "/etc/rabbitmq/tls/broker.key").strip() == "rabbitmq 400"
+    again = playbook("site.yml", *FAST, *TLS)
+    assert changed(again) == dict.fromkeys(changed(again), 0)
+    # make watch finds the CA from an inventory whose settings turn TLS on, and sees both workers.
+    inventory = _lab_inventory(tmp_path)
+    settings = yaml.safe_load((ROOT / "inventory" / "group_vars" / "all.yml").read_text())
+    (tmp_path / "group_vars").unlink()
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text(yaml.safe_dump({**settings, "rabbitmq_tls": True}))
+    found = lab_settings.from_inventory(inventory)
+    assert found.url.startswith(url) and found.ca_file == str((TLS_DIR / "ca.crt").resolve())
+    watch = [str(Path(sys.executable)), "-m", "report.watch", "--inventory", str(inventory), "--duration", "2"]
+    watched = subprocess.run(watch, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    assert watched.returncode == 0 and "2 consumers" in watched.stdout, watched.stdout[-1000:] + watched.stderr
+
+    # A drill and the report work the same over TLS.
+    run_id, held = drill_mid_run(lab, "kill", *TLS, tasks=6)
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 90, "every task done")
+    done, data = report(tmp_path, *TLS, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 6} and f"6 sent, 6 done, 0 lost; 1 redelivered (#{held} " in done.stdout
+    key_lines = [key.read_text().splitlines()[1] for key in keys]
+    assert where_secrets_show(lab, key_lines, again.stdout, done.stdout) == []
+
+    # Teardown leaves no key behind, on the hosts or here; and with TLS off the lab is as before.
+    disturbed()
+    succeeded(playbook("teardown.yml"))
+    assert on_result(lab, BROKER, "test", "-e", "/etc/rabbitmq/tls")[0] == 1
+    assert not TLS_DIR.exists()
+    deploy(lab)
+    assert reaches(lab, WORKER_A, 5672) and not reaches(lab, WORKER_A, 5671)
+    assert on_result(lab, WORKER_A, "test", "-e", "/etc/workqueue-lab/ca.crt")[0] == 1
 
 
 # --- bad input and unreachable hosts: nothing changes

@@ -106,6 +106,15 @@ def test_url_without_password_needs_a_password_file(tmp_path: Path) -> None:
     assert broker_from_url("amqp://alice@h/", str(secret)).parameters.credentials.password == "s3cret"
 
 
+def test_amqps_verifies_the_brokers_certificate_and_name() -> None:
+    import ssl
+
+    tls = broker_from_url("amqps://guest:guest@broker.lab:5671/").parameters.ssl_options
+    assert tls is not None and tls.server_hostname == "broker.lab"
+    assert tls.context.verify_mode == ssl.CERT_REQUIRED and tls.context.check_hostname
+    assert broker_from_url("amqp://guest:guest@broker.lab/").parameters.ssl_options is None
+
+
 def test_events_are_valid_json_whatever_the_values() -> None:
     import io
 

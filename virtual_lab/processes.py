@@ -114,6 +114,7 @@ class LocalLab:
 ENV_OPTIONS = {
     "AMQP_URL",
     "AMQP_PASSWORD_FILE",
+    "AMQP_CA_FILE",
     "TASK_MODE",
     "QUEUE_TYPE",
     "PREFETCH",

@@ -58,6 +58,10 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
         "--password-file",
         help="read the password from this file, not the URL (env AMQP_PASSWORD_FILE)",
     )
+    parser.add_argument(
+        "--ca-file",
+        help="with an amqps:// URL, trust the broker's certificate when this CA signed it (env AMQP_CA_FILE)",
+    )
     parser.add_argument("--mode", help="ack (default: durable queue, acknowledgements) or noack (env TASK_MODE)")
     parser.add_argument(
         "--queue-type",
@@ -87,8 +91,9 @@ def resolve_broker_options(parser: argparse.ArgumentParser, args: argparse.Names
         parser.error(str(exc))
     url = option(parser, args.url, "--url", "AMQP_URL", str, DEFAULT_URL)
     password_file = option(parser, args.password_file, "--password-file", "AMQP_PASSWORD_FILE", str, None)
+    ca_file = option(parser, args.ca_file, "--ca-file", "AMQP_CA_FILE", str, None)
     try:
-        broker = broker_from_url(url, password_file)
+        broker = broker_from_url(url, password_file, ca_file)
     except ValueError as exc:
         parser.error(str(exc))
     timeout = option(parser, args.connect_timeout, "--connect-timeout", "CONNECT_TIMEOUT", non_negative_float, 60.0)

@@ -6,6 +6,7 @@ includes the password.
 
 from __future__ import annotations
 
+import ssl
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -43,12 +44,14 @@ class Broker:
         return f"user '{self.user}' at {p.host}:{p.port}, vhost '{p.virtual_host}'"
 
 
-def broker_from_url(url: str, password_file: str | None = None) -> Broker:
+def broker_from_url(url: str, password_file: str | None = None, ca_file: str | None = None) -> Broker:
     """Check an AMQP URL and build the broker's parameters.
 
     Raises ValueError with a message that says what to fix (a usage error).
     The password comes from ``password_file`` when one is given, so that it
     need not appear in the URL, a command line or the container's environment.
+    An ``amqps://`` URL verifies the broker's certificate and name against
+    ``ca_file`` (the lab's CA), or against the system's CAs when none is given.
     """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("amqp", "amqps"):
@@ -77,7 +80,20 @@ def broker_from_url(url: str, password_file: str | None = None) -> Broker:
         parameters.credentials = pika.PlainCredentials(parameters.credentials.username, _read_password(password_file))
     if "heartbeat" not in urllib.parse.parse_qs(parts.query):
         parameters.heartbeat = HEARTBEAT_SECONDS
+    if ca_file and parts.scheme != "amqps":
+        raise ValueError(f"a CA file ({ca_file}) is for TLS: the broker URL must start with amqps://")
+    if parts.scheme == "amqps":
+        parameters.ssl_options = pika.SSLOptions(_verifying_context(ca_file), server_hostname=parts.hostname)
     return Broker(parameters)
+
+
+def _verifying_context(ca_file: str | None) -> ssl.SSLContext:
+    """TLS that checks the broker's certificate chain and its name (or address)."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = "not a PEM certificate" if isinstance(exc, ssl.SSLError) else exc.strerror
+        raise ValueError(f"cannot read the CA file {ca_file}: {reason}") from None
 
 
 def _read_password(path: str) -> str:
@@ -122,6 +138,11 @@ def connect(
                 f"vhost refused for {broker.where}: check that the vhost exists and that the user has permissions on it"
             ) from None
         except (pika.exceptions.AMQPConnectionError, OSError) as exc:  # OSError: a name that does not resolve
+            if isinstance(_cause(exc), ssl.SSLCertVerificationError):
+                raise BrokerError(
+                    f"the broker's certificate is not trusted for {broker.where} ({describe(exc)}): "
+                    "give the lab's CA (--ca-file or AMQP_CA_FILE)"
+                ) from None
             reason = describe(exc)
             if time.monotonic() + delay > deadline:
                 raise BrokerError(f"broker not reachable for {broker.where} within {timeout:g} s: {reason}") from None
@@ -141,16 +162,24 @@ def _sleep_unless(should_stop: Callable[[], bool], seconds: float) -> bool:
     return should_stop()
 
 
-def describe(exc: BaseException) -> str:
-    """A short reason for a pika error, found in what it wraps."""
-    if isinstance(exc, OSError):
-        return exc.strerror or type(exc).__name__
+def _cause(exc: BaseException) -> BaseException:
+    """The error a pika error wraps, all the way down."""
     wrapped = getattr(exc, "exception", None)  # pika's connector errors keep the cause here
     if isinstance(wrapped, BaseException):
-        return describe(wrapped)
+        return _cause(wrapped)
     for arg in exc.args:
         if isinstance(arg, BaseException):
-            return describe(arg)
+            return _cause(arg)
+    return exc
+
+
+def describe(exc: BaseException) -> str:
+    """A short reason for a pika error, found in what it wraps."""
+    exc = _cause(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return exc.verify_message or "certificate verify failed"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
     if isinstance(exc, pika.exceptions.ConnectionClosed):
         return f"closed by the broker ({exc.reply_code} {exc.reply_text})"
     text = str(exc)

@@ -1,0 +1,75 @@
+#!/usr/bin/python
+"""A RabbitMQ user with a password, set without the password ever reaching a command line.
+
+community.rabbitmq.rabbitmq_user passes the password to rabbitmqctl as an
+argument, on every run (update_password: always checks it with
+authenticate_user): Debian's rabbitmqctl re-runs itself through su, whose
+command line every user of the host sees in ps and the journal keeps. rabbitmqctl
+reads the password from standard input when the command line omits it, which is
+what this module does, for the three commands that take one.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+module: rabbitmq_user_password
+short_description: A RabbitMQ user and its password, the password passed on standard input only
+description:
+  - Reads the users with C(rabbitmqctl list_users), checks the password with C(authenticate_user), and makes the
+    user (C(add_user)) or changes its password (C(change_password)) only where they differ. The password goes to
+    rabbitmqctl on standard input, never as an argument. Permissions and tags are left to
+    community.rabbitmq.rabbitmq_user.
+options:
+  user:
+    description: The user's name.
+    type: str
+    required: true
+  password:
+    description: Its password.
+    type: str
+    required: true
+    no_log: true
+  node:
+    description: The node rabbitmqctl talks to; default the local node.
+    type: str
+    default: ""
+"""
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "user": {"type": "str", "required": True},
+            "password": {"type": "str", "required": True, "no_log": True},
+            "node": {"type": "str", "default": ""},
+        },
+        supports_check_mode=True,
+    )
+    user, password, node = module.params["user"], module.params["password"], module.params["node"]
+    rabbitmqctl = [module.get_bin_path("rabbitmqctl", required=True), *(["-n", node] if node else [])]
+
+    def ctl(*args: str, secret: bool = False) -> tuple[int, str, str]:
+        # binary_data: no newline added; rabbitmqctl takes the line as the password.
+        return module.run_command([*rabbitmqctl, *args], data=password if secret else None, binary_data=True)
+
+    rc, out, err = ctl("list_users", "--quiet", "--formatter", "json")
+    if rc != 0:
+        module.fail_json(msg=f"rabbitmqctl list_users failed: {(err or out).strip()}")
+    exists = any(entry.get("user") == user for entry in json.loads(out or "[]"))
+    if exists:
+        rc, _, _ = ctl("authenticate_user", "--quiet", user, secret=True)
+        if rc == 0:
+            module.exit_json(changed=False, user=user, password_changed=False)
+    if not module.check_mode:
+        rc, out, err = ctl("change_password" if exists else "add_user", "--quiet", user, secret=True)
+        if rc != 0:
+            module.fail_json(msg=f"rabbitmqctl could not set the password of {user}: {(err or out).strip()}")
+    module.exit_json(changed=True, user=user, password_changed=exists)
+
+
+if __name__ == "__main__":
+    main()

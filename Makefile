@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv demo drills demo-processes watch test test-quick lint broker engine images bench lab-up lab-down lab-status clean
+.PHONY: help venv demo drills demo-processes watch test test-quick lint broker engine images bench bench-tls lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-quick  lint, units and the programs against a local broker: no Docker, no lab"
 	@echo "make images  build the worker and producer images with no registry"
 	@echo "make bench   compare the worker and producer with bare pika loops"
+	@echo "make bench-tls  the worker and producer over TLS against plain AMQP"
 	@echo "make lab-up [HOSTS=5]  a virtual lab: Debian hosts with systemd and SSH (lab-down, lab-status)"
 
 $(STAMP): pyproject.toml
@@ -83,6 +84,10 @@ lab-status: venv
 
 bench: broker
 	$(PY) bench/throughput.py
+
+# What TLS costs the worker and the producer (a node of its own, ports 5674/5675).
+bench-tls: venv
+	$(PY) bench/tls.py
 
 clean:
 	rm -rf build $(VENV)

@@ -121,7 +121,8 @@ def events_of(err: Path, kind: str) -> list[dict]:
     return [e for e in read_events(err.read_text().splitlines()) if e["event"] == kind]
 
 
-def worker_drain(mode: Mode, count: int, prefetch: int, workdir: Path) -> float:
+def worker_drain(mode: Mode, count: int, prefetch: int, workdir: Path, connect: tuple[str, ...] = ()) -> float:
+    """The worker's rate; ``connect``: how it reaches the broker (default --url URL)."""
     fill(mode, count)
     command = [
         sys.executable,
@@ -130,8 +131,7 @@ def worker_drain(mode: Mode, count: int, prefetch: int, workdir: Path) -> float:
         mode.value,
         "--seconds-per-dot",
         "0",
-        "--url",
-        URL,
+        *(connect or ("--url", URL)),
     ]
     if mode is Mode.ACK:
         command += ["--prefetch", str(prefetch)]
@@ -148,7 +148,7 @@ def worker_drain(mode: Mode, count: int, prefetch: int, workdir: Path) -> float:
     return (count - 1) / (done[-1]["ts"] - received[0]["ts"])
 
 
-def producer_publish(mode: Mode, count: int, workdir: Path) -> float:
+def producer_publish(mode: Mode, count: int, workdir: Path, connect: tuple[str, ...] = ()) -> float:
     channel_for(mode)[0].close()  # an empty queue, as for the bare loop
     command = [
         sys.executable,
@@ -157,8 +157,7 @@ def producer_publish(mode: Mode, count: int, workdir: Path) -> float:
         "task",
         "--mode",
         mode.value,
-        "--url",
-        URL,
+        *(connect or ("--url", URL)),
     ]
     process, err = run_events(command, workdir, f"producer-{mode.value}")
     if process.wait(timeout=600) != 0:

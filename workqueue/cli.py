@@ -20,7 +20,6 @@ from workqueue.queues import Mode, QueueSpec, queue_spec
 T = TypeVar("T")
 
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def positive_int(text: str) -> int:

@@ -1,6 +1,6 @@
 """Where the lab's broker is and how to log in, found from an inventory the way the playbooks find it.
 
-The playbooks derive the broker's URL and password file in playbooks/vars/lab.yml;
+The playbooks derive the broker's URL and password file in playbooks/group_vars/all/lab.yml;
 this asks Ansible to evaluate that same file against the inventory, so the
 rule stays in one place. The password itself is never asked for: only the
 name of the file that holds it.
@@ -47,7 +47,7 @@ def from_inventory(inventory: Path) -> LabSettings:
         raise SettingsError(f"no inventory at {inventory}: copy inventory/lab.example.yml or run make lab-up")
     playbooks = ROOT / "playbooks"
     command = [str(ANSIBLE), "localhost", "-i", str(inventory), "--playbook-dir", str(playbooks)]
-    command += ["-e", f"@{playbooks / 'vars' / 'lab.yml'}", "-m", "ansible.builtin.debug", "-a", f"msg={WANTED}"]
+    command += ["-m", "ansible.builtin.debug", "-a", f"msg={WANTED}"]  # --playbook-dir: its group_vars too
     env = {**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=60, check=False)
     try:

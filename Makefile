@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv demo drills demo-processes watch test test-quick lint broker engine images bench bench-tls lab-up lab-down lab-status clean
+.PHONY: help venv demo drills demo-processes watch test test-quick lint broker engine images wheelhouse bench bench-tls lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
@@ -40,6 +40,10 @@ engine: venv
 
 images: venv
 	$(PY) -m virtual_lab images
+
+# The images' pinned packages as wheels (build/wheelhouse), for a docker build of your own.
+wheelhouse: venv
+	$(PY) -m virtual_lab wheelhouse
 
 demo: venv
 	$(PY) -m virtual_lab.lab_demo

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("broker", help="start a RabbitMQ broker on loopback (installs rabbitmq-server if needed)")
     commands.add_parser("engine", help="make sure a Docker engine answers (starts dockerd if needed)")
+    commands.add_parser("wheelhouse", help="download the images' pinned Python packages into build/wheelhouse")
     build = commands.add_parser("images", help="build the worker and producer images with no registry")
     build.add_argument("--base-image", help="base image for both (default: a local Debian python3 base)")
     lab_up = commands.add_parser("up", help="make the virtual lab (or repair it): Debian hosts reached over SSH")
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "engine":
             engine.ensure_engine()
             print("a Docker engine answers")
+        elif args.command == "wheelhouse":
+            print(f"the images' packages are in {images.ensure_wheelhouse().relative_to(hosts.ROOT)}")
         elif args.command == "images":
             client = engine.ensure_engine()
             for name, tag in images.program_images(client, args.base_image).items():

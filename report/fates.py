@@ -162,7 +162,7 @@ def runs_seen(gathered: Gathered) -> list[str]:
 
 
 def last_run(gathered: Gathered) -> str | None:
-    producer_runs = sorted(e["run_id"] for e in gathered.producer_events if isinstance(e.get("run_id"), str))
+    producer_runs = sorted(str(e["run_id"]) for e in gathered.producer_events if isinstance(e.get("run_id"), str))
     if producer_runs:
         return producer_runs[-1]
     seen = runs_seen(gathered)

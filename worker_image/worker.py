@@ -132,7 +132,7 @@ class Worker:
                         connection.close()  # if the broker has not closed it yet: it then requeues our tasks
                 first = False
         finally:
-            self._finish_work()
+            self._stop_work_thread()
         self._say_stopped()
         return 0
 
@@ -167,7 +167,7 @@ class Worker:
             self._publish_feed(channel)
             self._touch_health()
         self._cancel.set()
-        self._finish_work()
+        self._stop_work_thread()
         # Acknowledgements of tasks finished just before the stop are still queued as callbacks.
         connection.process_data_events(time_limit=0)
         self._say_stopped()  # while connected, so that the live view hears it
@@ -221,7 +221,7 @@ class Worker:
             if not inline:
                 self._pending += 1
         if inline:
-            self._finish(delivery, on_io_thread=True)
+            self._task_done(delivery, on_io_thread=True)
         else:
             self._inbox.put(delivery)
 
@@ -244,7 +244,7 @@ class Worker:
             self._cancel.set()
             self._cancel = threading.Event()
 
-    def _finish_work(self) -> None:
+    def _stop_work_thread(self) -> None:
         """Let the work thread give up what it holds and end (idempotent)."""
         if self._work_thread.is_alive():
             self._cancel.set()
@@ -270,15 +270,15 @@ class Worker:
                 continue
             stalled = time.monotonic() - started - delivery.seconds
             if stalled <= self._broker_gives_up_after():
-                self._finish(delivery, on_io_thread=False)
+                self._task_done(delivery, on_io_thread=False)
             elif self.config.ack:
-                self._finish_late(delivery, stalled)
+                self._task_done_late(delivery, stalled)
             else:  # acknowledged on arrival: late, but neither lost nor done twice
-                self._finish(delivery, on_io_thread=False, late=stalled)
+                self._task_done(delivery, on_io_thread=False, late=stalled)
             with self._pending_lock:
                 self._pending -= 1
 
-    def _finish(self, delivery: Delivery, on_io_thread: bool, late: float | None = None) -> None:
+    def _task_done(self, delivery: Delivery, on_io_thread: bool, late: float | None = None) -> None:
         # Acknowledge first: the broker's next delivery then overlaps with our
         # output (which is buffered, so writing it first would guarantee nothing).
         if self.config.ack:
@@ -298,7 +298,7 @@ class Worker:
         heartbeat = self.config.options.broker.parameters.heartbeat
         return 2 * heartbeat if isinstance(heartbeat, int | float) and heartbeat > 0 else float("inf")
 
-    def _finish_late(self, delivery: Delivery, stalled: float) -> None:
+    def _task_done_late(self, delivery: Delivery, stalled: float) -> None:
         """The work is done, but this worker stood still (frozen, a hung machine) past the broker's patience.
 
         The broker has closed the connection and given the task to another worker: the

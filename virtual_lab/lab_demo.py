@@ -5,13 +5,17 @@
 Makes the lab (five hosts), runs site.yml, then two drills of ten tasks each:
 in noack mode, then in ack mode, the worker on lab3 is stopped mid-run (what
 `docker stop` does) and the demo shows, from the workers' own logs, which
-worker did which task and what was lost or redelivered. The lab stays up for
-you to explore; `make lab-down` removes it.
+worker did which task and what was lost or redelivered. It tells the story one
+line per step, with its time (a dot per Ansible task while a playbook runs),
+and the two reports in full; Ansible's whole log is kept in build/demo/ansible.log
+(its end is shown when a step fails). The lab stays up for you to explore;
+`make lab-down` removes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 
@@ -24,31 +28,34 @@ from virtual_lab.packages import SetupError
 
 TASKS = 10
 STOPPED = "lab3"
+LOG = hosts.ROOT / "build" / "demo" / "ansible.log"
 
 
 def step(title: str) -> None:
     print(f"\n=== {title}", flush=True)
 
 
-def timed_playbook(name: str, *args: str) -> float:
+def run_playbook(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One line: the playbook, a dot per task, its time; its output goes to LOG, and its end is shown if it fails."""
+    print(f"    {name} ", end="", flush=True)
     started = time.monotonic()
-    done = lab_runs.playbook(DEFAULT_LAB, name, *args, echo=True)
+    done = lab_runs.playbook(DEFAULT_LAB, name, *args, log=LOG)
+    print(f" {time.monotonic() - started:.0f} s", flush=True)
     if done.returncode != 0:
-        raise SetupError(f"{name} failed (exit {done.returncode}): see its output above")
-    return time.monotonic() - started
+        tail = "".join(f"      {line}\n" for line in done.stdout.splitlines()[-25:])
+        raise SetupError(f"{name} failed (exit {done.returncode}); its end, of {LOG}:\n{tail}")
+    return done
 
 
 def drill(client: docker.DockerClient, workers: list[str], mode: str, settings: list[str]) -> None:
     step(f"{mode} mode: {TASKS} tasks, then the worker on {STOPPED} is stopped mid-run")
-    produced = lab_runs.playbook(DEFAULT_LAB, "produce.yml", *settings, "-e", f"task_count={TASKS}")
-    if produced.returncode != 0:
-        raise SetupError(f"produce.yml failed:\n{produced.stdout[-2000:]}")
+    produced = run_playbook("produce.yml", *settings, "-e", f"task_count={TASKS}")
     run_id = lab_runs.run_id_of(produced.stdout)
     print(f"    produced run {run_id}", flush=True)
 
     wait_until(lambda: bool(unfinished(client, STOPPED, run_id)), 60, f"a task in hand on {STOPPED}")
-    print(f"    stopping workqueue-worker-1 on {STOPPED} (playbooks/stop_worker.yml: docker stop)", flush=True)
-    lab_runs.playbook(DEFAULT_LAB, "stop_worker.yml", "-e", f"target={STOPPED}")
+    print(f"    stopping workqueue-worker-1 on {STOPPED} (docker stop):", flush=True)
+    run_playbook("stop_worker.yml", "-e", f"target={STOPPED}")
     others = [h for h in workers if h != STOPPED]
 
     def settled() -> bool:
@@ -56,11 +63,11 @@ def drill(client: docker.DockerClient, workers: list[str], mode: str, settings: 
             return set(done_by(client, workers, run_id)) == set(range(1, TASKS + 1))
         return not any(unfinished(client, h, run_id) for h in others)
 
+    started = time.monotonic()
     wait_until(settled, 300, "the tasks settled")
+    print(f"    the other workers finished the run: {time.monotonic() - started:.0f} s", flush=True)
     step(f"{mode} mode: the report (playbooks/report.yml -e run_id={run_id})")
-    reported = lab_runs.playbook(DEFAULT_LAB, "report.yml", "-e", f"run_id={run_id}")
-    if reported.returncode != 0:
-        raise SetupError(f"report.yml failed:\n{reported.stdout[-2000:]}")
+    reported = run_playbook("report.yml", "-e", f"run_id={run_id}")
     for line in lab_runs.report_text(reported.stdout):
         print(f"    {line}", flush=True)
 
@@ -72,8 +79,15 @@ def main() -> int:
     try:
         client = engine.ensure_engine()
         step("the images (built here, no registry) and the virtual lab")
+        LOG.parent.mkdir(parents=True, exist_ok=True)
+        LOG.write_text("")
+        print(f"    Ansible's whole log: {LOG.relative_to(hosts.ROOT)}", flush=True)
+        started = time.monotonic()
         images.program_images(client)
+        print(f"    images ready: {time.monotonic() - started:.0f} s", flush=True)
+        started = time.monotonic()
         lab: list[Host] = hosts.up(client, hosts.DEFAULT_HOSTS, DEFAULT_LAB)
+        print(f"    lab up: {time.monotonic() - started:.0f} s", flush=True)
         for host in lab:
             print(f"    {host.name:5} {host.address:12} {', '.join(host.groups)}")
         workers = [h.name for h in lab if "workers" in h.groups]
@@ -81,8 +95,7 @@ def main() -> int:
         for mode in ("noack", "ack"):
             settings = [*dots, "-e", f"task_mode={mode}"]
             step(f"site.yml in {mode} mode (it also starts a worker a drill stopped)")
-            took = timed_playbook("site.yml", *settings)
-            print(f"    site.yml took {took:.0f} s", flush=True)
+            run_playbook("site.yml", *settings)
             wait_until(lambda: all(_consuming(client, h) for h in workers), 60, "every worker consuming")
             drill(client, workers, mode, settings)
     except (SetupError, hosts.LabError, TimeoutError) as exc:

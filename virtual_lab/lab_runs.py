@@ -25,18 +25,25 @@ RUN_ID = re.compile(r"Run (\d{8}-\d{6}-[0-9a-f]{4}): \d+ sent")
 
 
 def playbook(
-    lab: Lab, name: str, *args: str, inventory: Path | None = None, echo: bool = False
+    lab: Lab, name: str, *args: str, inventory: Path | None = None, log: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run playbooks/NAME against the lab; with ``echo``, show its output as it goes."""
+    """Run playbooks/NAME against the lab; with ``log``, append its output there and print a dot per task."""
     command = [str(PLAYBOOK), "-i", str(inventory or lab.inventory), str(ROOT / "playbooks" / name), *args]
-    if not echo:
+    if log is None:
         return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT, check=False)
     lines = []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT) as run:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        log.open("a") as kept,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT) as run,
+    ):
         assert run.stdout is not None
+        kept.write(f"\n$ ansible-playbook playbooks/{name} {' '.join(args)}\n")
         for line in run.stdout:
             lines.append(line)
-            print(f"    {line}", end="", flush=True)
+            kept.write(line)
+            if line.startswith("TASK ["):
+                print(".", end="", flush=True)
     return subprocess.CompletedProcess(command, run.returncode, "".join(lines), "")
 
 

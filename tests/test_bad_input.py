@@ -10,6 +10,8 @@ from virtual_lab.processes import LocalLab as Lab
 from workqueue.queues import Mode, declare, queue_spec
 from workqueue.tasks import task_properties
 
+pytestmark = pytest.mark.broker
+
 SECRET = "pa55-w0rd-never-shown"
 PORT = NODE.port
 

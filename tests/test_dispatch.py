@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pika
+import pytest
 
 from tests.conftest import URL, consumer_count
 from virtual_lab.processes import LocalLab as Lab
 from virtual_lab.processes import done_seqs, received_seqs
 from workqueue.queues import Mode, declare, queue_spec
 from workqueue.tasks import task_properties
+
+pytestmark = pytest.mark.broker
 
 
 def test_round_robin_noack_each_of_three_workers_does_three_of_nine(lab: Lab) -> None:

@@ -9,11 +9,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import NODE, URL, VHOST, assert_counts, consumer_count, declared, queue_counts
 from virtual_lab import local_broker
 from virtual_lab.processes import PRODUCER, ROOT, Program, done_seqs, received_seqs
 from virtual_lab.processes import LocalLab as Lab
 from workqueue.tasks import seq_list
+
+pytestmark = pytest.mark.broker
 
 HEALTHCHECK = ROOT / "worker_image" / "healthcheck.py"
 

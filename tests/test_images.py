@@ -16,6 +16,8 @@ from tests.conftest import NODE, VHOST, delete_queues
 from virtual_lab import engine, images
 from workqueue.output import read_events
 
+pytestmark = [pytest.mark.broker, pytest.mark.docker]
+
 USER = "wq-image-test"
 PASSWORD = "image-test-Secret-9f2"
 

@@ -33,6 +33,8 @@ from virtual_lab.lab_runs import done_by, on, on_result, recap, run_id_of, unfin
 from workqueue.connection import BrokerError, broker_from_url, connect
 from workqueue.tasks import seq_list
 
+pytestmark = [pytest.mark.docker, pytest.mark.lab]
+
 ROOT = Path(__file__).resolve().parents[1]
 BROKER, WORKER_A, WORKER_B, PRODUCER = (f"{TEST_LAB.name}{i}" for i in range(1, 5))
 WORKERS = (WORKER_A, WORKER_B)

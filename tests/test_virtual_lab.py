@@ -18,6 +18,8 @@ import pytest
 from virtual_lab import engine, hosts
 from virtual_lab.hosts import LAB_LABEL, TEST_LAB, Host
 
+pytestmark = [pytest.mark.docker, pytest.mark.lab]
+
 ANSIBLE = Path(sys.executable).parent / "ansible"
 
 

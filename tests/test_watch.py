@@ -17,6 +17,8 @@ from virtual_lab import local_broker
 from virtual_lab.processes import LocalLab as Lab
 from virtual_lab.processes import done_seqs
 
+pytestmark = pytest.mark.broker
+
 HOST = socket.gethostname()
 
 

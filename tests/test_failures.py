@@ -8,9 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 
+import pika
 import pytest
 
+from report import fates, json_data, terminal, timeline
+from report.gathered import Container, Gathered
 from tests.conftest import NODE, URL, VHOST, assert_counts, consumer_count, declared, queue_counts
 from virtual_lab import local_broker
 from virtual_lab.processes import PRODUCER, ROOT, Program, done_seqs, received_seqs
@@ -234,3 +238,29 @@ def test_a_frozen_worker_finishes_late_its_ack_refused_and_the_task_is_done_agai
     assert [e["redelivered"] for e in other.events("received")] == [True]
     frozen.wait_for(lambda: len(frozen.events("consuming")) == 2, 30, "consuming again after the stall")
     assert_counts("task_queue", (0, 0))
+
+
+def test_quotes_backslashes_and_non_ascii_pass_through_the_events_and_the_report(lab: Lab) -> None:
+    """The events are JSON written by hand: any text a user gives (names, a task) must come out as it went in."""
+    name, host, text = 'wörker "1" \\ ü', 'hôst\\"a', 'Grüße, "quoted" \\back'
+    worker = lab.worker("--seconds-per-dot", "0", name=name, env={"WORKER_HOST": host})
+    worker.wait_for_event("consuming", timeout=30)
+    producer = lab.produce("2")
+    connection = pika.BlockingConnection(pika.URLParameters(URL))  # a student's task, its text in the events
+    connection.channel().basic_publish("", "task_queue", text.encode(), pika.BasicProperties(delivery_mode=2))
+    connection.close()
+    deadline = time.monotonic() + 30
+    while len(worker.events("done")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    events = worker.events()  # each line parsed as JSON: a bad escape fails here
+    assert {(e["worker"], e["host"]) for e in events} == {(name, host)}
+    assert [e["origin"] for e in events if "origin" in e] == [f"another producer: {text!r}"]
+    (run_id,) = {e["run_id"] for e in producer.events("run_started")}
+    gathered = Gathered(containers=[Container(host, name, True, "", events)], producer_events=producer.events())
+    report = fates.build(gathered, run_id)
+    assert report.verdict.startswith("2 sent, 2 done, 0 lost")
+    assert [w.worker for w in report.workers] == [f"{host}/{name}"]
+    assert json.loads(json.dumps(json_data.as_dict(report)))["workers"][0]["worker"] == f"{host}/{name}"
+    assert f"{host}/{name}" in terminal.render(report)
+    svg = ET.fromstring(timeline.render(report, now=time.time()))  # valid XML, the names escaped in it
+    assert f"{host}/{name}" in "".join(svg.itertext())

@@ -138,3 +138,27 @@ def test_a_foreign_task_says_where_it_came_from() -> None:
     assert task_label(task_properties("run-1", 1, 1, persistent=True)).from_a_run
     assert task_origin(pika.BasicProperties(), "Hello World! ..") == "another producer: 'Hello World! ..'"
     assert task_origin(pika.BasicProperties(app_id="pc7"), "x" * 100) == f"pc7: '{'x' * 57}...'"
+
+
+def _readme_rows(readme: str) -> dict[str, str]:
+    """A role README's variable table: each variable named in a row's first cell -> that row's default cell."""
+    rows = {}
+    for line in readme.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].startswith("`"):
+            rows.update(dict.fromkeys(re.findall(r"`([a-z0-9_]+)`", cells[0]), cells[1]))
+    return rows
+
+
+@pytest.mark.parametrize("role", sorted(path.name for path in (ROOT / "roles").iterdir()))
+def test_each_roles_readme_documents_exactly_its_argument_specs(role: str) -> None:
+    """meta/argument_specs.yml is the source; the README's table names the same variables, with the same defaults."""
+    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    options = {name: option for entry in specs.values() for name, option in entry.get("options", {}).items()}
+    rows = _readme_rows((ROOT / "roles" / role / "README.md").read_text())
+    assert set(rows) == set(options), f"roles/{role}/README.md and its argument_specs differ"
+    for name, option in options.items():
+        default = option.get("default")
+        if isinstance(default, bool | int | float | str) and "{{" not in str(default):
+            said = {True: "true", False: "false"}[default] if isinstance(default, bool) else str(default) or '""'
+            assert said in rows[name], f"{name}: the README says {rows[name]}, the spec {said}"

@@ -111,7 +111,7 @@ class WorkerSummary:
 @dataclass
 class RunReport:
     run_id: str
-    mode: str | None
+    mode: Mode | None
     queue: str | None
     sent: int | None  # None: the producer's record is missing
     confirmed: int | None
@@ -173,27 +173,13 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
     missing = list(gathered.missing)
     started = _producer_event(gathered, "run_started", run_id)
     finished = _producer_event(gathered, "run_finished", run_id)
-    mode = started.get("mode") if started else _mode_from_workers(gathered.containers)
+    mode = Mode.named(started.get("mode") if started else _mode_from_workers(gathered.containers))
     run_start = started["ts"] if started else None
-
-    workers: list[WorkerSummary] = []
-    rejected: set[int] = set()
-    for container in gathered.containers:
-        summary, its_rejected = _follow_container(container, run_id, mode, run_start)
-        workers.append(summary)
-        rejected |= its_rejected
+    workers, rejected = _follow_workers(gathered.containers, run_id, mode, run_start)
     attempts = [a for w in workers for a in w.attempts]
     if run_start is None and attempts:
         run_start = min(a.received for a in attempts)
-    newer = [
-        c for c in gathered.containers if run_start is not None and c.created is not None and c.created > run_start
-    ]
-    for container in newer:
-        missing.append(
-            f"{container.host}/{container.name} was created at {clock(container.created)}, after the run began: "
-            "its events of the run went with the container it replaced (site.yml recreates workers when "
-            "a setting such as task_mode changes; report a run before changing them)"
-        )
+    newer = _created_after(gathered.containers, run_start, missing)
 
     sent = _sent(started, finished, run_id, attempts, missing)
     queue_name = started.get("queue") if started else _queue_of(mode)
@@ -203,7 +189,7 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
     count = int(started.get("count", 0)) if started else 0
     highest = max([sent or 0, count, *(a.seq for a in attempts), *rejected])
     unread = sorted({*gathered.unread_hosts, *(f"{c.host}/{c.name}" for c in newer)})
-    broker_went = _broker_went(gathered.containers, run_start) if mode == "noack" else None
+    broker_went = _broker_went(gathered.containers, run_start) if mode is Mode.NOACK else None
     tasks = _fates(highest, attempts, rejected, mode, unread, queue_state, broker_went, not_sent)
     if any(t.fate == UNACCOUNTED for t in tasks):
         missing.append(
@@ -227,6 +213,30 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
     )
 
 
+def _follow_workers(
+    containers: list[Container], run_id: str, mode: Mode | None, run_start: float | None
+) -> tuple[list[WorkerSummary], set[int]]:
+    workers: list[WorkerSummary] = []
+    rejected: set[int] = set()
+    for container in containers:
+        summary, its_rejected = _follow_container(container, run_id, mode, run_start)
+        workers.append(summary)
+        rejected |= its_rejected
+    return workers, rejected
+
+
+def _created_after(containers: list[Container], run_start: float | None, missing: list[str]) -> list[Container]:
+    """Workers created after the run began: their predecessors' events of the run are gone."""
+    newer = [c for c in containers if run_start is not None and c.created is not None and c.created > run_start]
+    for container in newer:
+        missing.append(
+            f"{container.host}/{container.name} was created at {clock(container.created)}, after the run began: "
+            "its events of the run went with the container it replaced (site.yml recreates workers when "
+            "a setting such as task_mode changes; report a run before changing them)"
+        )
+    return newer
+
+
 def _faults_during(faults: list[Fault], attempts: list[Attempt], run_start: float | None) -> list[Fault]:
     """The faults from the run's start until its last task ended (or now, while it goes on)."""
     if run_start is None:
@@ -245,8 +255,9 @@ def _mode_from_workers(containers: list[Container]) -> str | None:
     return modes[-1] if modes else None
 
 
-def _sent(started: Event | None, finished: Event | None, run_id: str, attempts: list[Attempt],
-          missing: list[str]) -> int | None:  # fmt: skip
+def _sent(
+    started: Event | None, finished: Event | None, run_id: str, attempts: list[Attempt], missing: list[str]
+) -> int | None:
     if finished is not None:
         return int(finished.get("sent", 0))
     if started is not None:
@@ -260,9 +271,9 @@ def _sent(started: Event | None, finished: Event | None, run_id: str, attempts: 
     return None
 
 
-def _queue_of(mode: str | None) -> str | None:
+def _queue_of(mode: Mode | None) -> str | None:
     """The queue a mode uses (its default type: the name is the same for both)."""
-    return queue_spec(Mode(mode)).name if mode in ("ack", "noack") else None
+    return queue_spec(mode).name if mode is not None else None
 
 
 def _queue(queues: list[QueueState] | None, name: str | None) -> QueueState | None:
@@ -272,54 +283,58 @@ def _queue(queues: list[QueueState] | None, name: str | None) -> QueueState | No
 
 
 def _follow_container(
-    container: Container, run_id: str, mode: str | None, run_start: float | None
+    container: Container, run_id: str, mode: Mode | None, run_start: float | None
 ) -> tuple[WorkerSummary, set[int]]:
     """Pair each received event of the run with the done or abandoned event that ended it."""
-    label = container.worker
-    summary = WorkerSummary(label, container.host, container.name, container.running, container.status, None)
-    open_attempts: dict[int, list[Attempt]] = {}
-    attempts = summary.attempts
+    summary = WorkerSummary(container.worker, container.host, container.name, container.running, container.status, None)
+    # What a worker holds is gone with it when it goes: lost in noack mode, back in the queue in ack mode.
+    gone = LOST if mode is Mode.NOACK else REQUEUED
+    held: dict[int, list[Attempt]] = {}
     rejected: set[int] = set()
     for event in container.events:
         kind = event.get("event")
-        if kind == "worker_stopped" or (kind == "connection_lost" and mode == "ack"):
-            # What it still held (the worker says "abandoned" first, so this is what it could
-            # not say) is gone with it: lost in noack mode, back in the queue in ack mode. A
-            # noack worker keeps working on what it holds when its connection drops.
-            outcome = LOST if mode == "noack" else REQUEUED
-            for attempt in (a for held in open_attempts.values() for a in held):
-                attempt.ended, attempt.outcome = event["ts"], outcome
-            open_attempts.clear()
-            during_run = event["ts"] >= run_start if run_start is not None else bool(attempts)
+        if kind == "worker_stopped" or (kind == "connection_lost" and mode is Mode.ACK):
+            # The worker says "abandoned" first, so what it still holds is what it could not say.
+            # A noack worker keeps working on what it holds when its connection drops.
+            _end_held(held, event["ts"], gone)
+            during_run = event["ts"] >= run_start if run_start is not None else bool(summary.attempts)
             if kind == "worker_stopped" and during_run:
                 summary.stopped_at = event["ts"]
-            continue
-        if event.get("run_id") != run_id or not isinstance(event.get("seq"), int):
-            continue
-        seq = event["seq"]
-        if kind == "received":
-            attempt = Attempt(seq, label, event["ts"], bool(event.get("redelivered")))
-            attempts.append(attempt)
-            open_attempts.setdefault(seq, []).append(attempt)
-        elif kind in ("done", "abandoned") and open_attempts.get(seq):
-            attempt = open_attempts[seq].pop(0)
-            attempt.ended = event["ts"]
-            attempt.outcome = (
-                (REFUSED if event.get("refused") else DONE) if kind == "done" else str(event.get("fate", LOST))
-            )
-            attempt.work_seconds = float(event.get("work_seconds", 0.0))
-        elif kind == "rejected":
-            rejected.add(seq)
+        elif event.get("run_id") == run_id and isinstance(event.get("seq"), int):
+            if kind == "rejected":
+                rejected.add(event["seq"])
+            else:
+                _follow_task(event, summary, held)
     if container.running is False and container.events:
-        # Killed (SIGKILL, docker kill): it said nothing of what it held, which went with it
-        # (noack) or back to the queue (ack), after its last word.
-        last_word = float(container.events[-1]["ts"])
-        for attempt in (a for held in open_attempts.values() for a in held):
-            attempt.ended, attempt.outcome = last_word, LOST if mode == "noack" else REQUEUED
-    _work_starts(attempts)
+        # Killed (SIGKILL, docker kill): it said nothing of what it held, which went with it after its last word.
+        _end_held(held, float(container.events[-1]["ts"]), gone)
+    _work_starts(summary.attempts)
     if container.running is False and summary.stopped_at is None:
-        summary.stopped_at = next((a.ended for a in reversed(attempts) if a.outcome in (LOST, REQUEUED)), None)
+        summary.stopped_at = next((a.ended for a in reversed(summary.attempts) if a.outcome in (LOST, REQUEUED)), None)
     return summary, rejected
+
+
+def _follow_task(event: Event, summary: WorkerSummary, held: dict[int, list[Attempt]]) -> None:
+    """A received event opens an attempt; the task's next done or abandoned event ends it."""
+    seq, kind = event["seq"], event.get("event")
+    if kind == "received":
+        attempt = Attempt(seq, summary.worker, event["ts"], bool(event.get("redelivered")))
+        summary.attempts.append(attempt)
+        held.setdefault(seq, []).append(attempt)
+    elif kind in ("done", "abandoned") and held.get(seq):
+        attempt = held[seq].pop(0)
+        attempt.ended = event["ts"]
+        if kind == "done":
+            attempt.outcome = REFUSED if event.get("refused") else DONE
+        else:
+            attempt.outcome = str(event.get("fate", LOST))
+        attempt.work_seconds = float(event.get("work_seconds", 0.0))
+
+
+def _end_held(held: dict[int, list[Attempt]], when: float, outcome: str) -> None:
+    for attempt in (a for attempts in held.values() for a in attempts):
+        attempt.ended, attempt.outcome = when, outcome
+    held.clear()
 
 
 def _broker_went(containers: list[Container], run_start: float | None) -> float | None:
@@ -354,7 +369,7 @@ def _fates(
     highest: int,
     attempts: list[Attempt],
     rejected: set[int],
-    mode: str | None,
+    mode: Mode | None,
     unread: list[str],
     queue_state: QueueState | None,
     broker_went: float | None = None,
@@ -372,15 +387,22 @@ def _fates(
     for seq in range(1, highest + 1):
         tries = by_seq.get(seq, [])
         if seq in not_sent and not tries:
-            why = "never confirmed by the broker" if mode == "ack" else "the producer lost its connection"
+            why = "never confirmed by the broker" if mode is Mode.ACK else "the producer lost its connection"
             fates.append(TaskFate(seq, NOT_SENT, tries, f"not sent: {why}"))
             continue
         fates.append(_fate(seq, tries, seq in rejected, seq in queued, mode, unread, broker_went))
     return fates
 
 
-def _fate(seq: int, tries: list[Attempt], rejected: bool, queued: bool, mode: str | None,
-          unread: list[str], broker_went: float | None = None) -> TaskFate:  # fmt: skip
+def _fate(
+    seq: int,
+    tries: list[Attempt],
+    rejected: bool,
+    queued: bool,
+    mode: Mode | None,
+    unread: list[str],
+    broker_went: float | None = None,
+) -> TaskFate:
     if any(a.outcome in WORKED for a in tries):
         by = [
             f"{a.worker}{' (late: acknowledgement refused)' if a.outcome == REFUSED else ''}"
@@ -389,7 +411,7 @@ def _fate(seq: int, tries: list[Attempt], rejected: bool, queued: bool, mode: st
         ]
         return TaskFate(seq, DONE, tries, f"done {len(by)} times: {', '.join(by)}" if len(by) > 1 else "")
     if rejected:
-        where = "moved to the dead-letter queue" if mode == "ack" else "dropped"
+        where = "moved to the dead-letter queue" if mode is Mode.ACK else "dropped"
         return TaskFate(seq, REJECTED, tries, f"refused by a worker (empty or not UTF-8): {where}")
     if tries:
         last = tries[-1]

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from report.gathered import Container, Event, Gathered
+from workqueue.queues import Mode
 
 DONE = "done"
 
@@ -55,8 +56,8 @@ def _follow(container: Container) -> list[ForeignTask]:
         kind = event.get("event")
         if kind == "worker_started":
             mode = event.get("mode", mode)
-        if kind == "worker_stopped" or (kind == "connection_lost" and mode == "ack"):
-            gone = "lost" if mode == "noack" else "requeued"
+        if kind == "worker_stopped" or (kind == "connection_lost" and mode == Mode.ACK.value):
+            gone = "lost" if mode == Mode.NOACK.value else "requeued"
             tasks += [_task(worker, e, gone) for e in held]
             held = []
         if kind not in ("received", "done", "abandoned", "rejected") or from_a_run(event):

@@ -200,9 +200,10 @@ def _read_broker(document: dict[str, Any], gathered: Gathered) -> None:
     except ValueError:
         gathered.missing.append(f"broker {host}: rabbitmqctl's answer is not JSON; the queues' state is unknown")
         return
-    gathered.queues = [
-        QueueState(str(row["name"]), int(row["messages_ready"]), int(row["messages_unacknowledged"]),
-                   int(row.get("consumers", 0)))
-        for row in rows
-        if isinstance(row, dict) and "name" in row
-    ]  # fmt: skip
+    gathered.queues = [_queue_state(row) for row in rows if isinstance(row, dict) and "name" in row]
+
+
+def _queue_state(row: dict[str, Any]) -> QueueState:
+    """A row of ``rabbitmqctl list_queues name messages_ready messages_unacknowledged consumers``."""
+    ready, unacknowledged = int(row["messages_ready"]), int(row["messages_unacknowledged"])
+    return QueueState(str(row["name"]), ready, unacknowledged, int(row.get("consumers", 0)))

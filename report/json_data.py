@@ -11,7 +11,7 @@ from report.fates import RunReport
 def as_dict(report: RunReport) -> dict[str, Any]:
     return {
         "run_id": report.run_id,
-        "mode": report.mode,
+        "mode": report.mode.value if report.mode else None,
         "queue": report.queue,
         "verdict": report.verdict,
         "settled": report.settled,

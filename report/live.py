@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from report.foreign import from_a_run
 from report.gathered import Event
+from workqueue.queues import Mode
 
 SILENT_SECONDS = 15.0  # a worker says it is alive every 5 s; three times that and it is gone
 
@@ -42,7 +43,7 @@ class LiveWorker:
 class LiveState:
     run_filter: str | None = None  # follow this run; None: the newest one heard of
     run_id: str | None = None
-    mode: str | None = None
+    mode: Mode | None = None
     workers: dict[str, LiveWorker] = field(default_factory=dict)
 
     def apply(self, event: Event) -> None:
@@ -51,7 +52,7 @@ class LiveState:
         worker.last_heard = float(event.get("ts", 0.0))
         kind = event.get("event")
         if kind in ("alive", "worker_started", "consuming"):
-            self.mode = event.get("mode", self.mode)
+            self.mode = Mode.named(event.get("mode")) or self.mode
             worker.connection = "consuming"
             return
         if kind == "worker_stopped":

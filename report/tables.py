@@ -16,7 +16,7 @@ FOREIGN_HEADER = ["received", "by", "outcome", "from"]
 def heading(report: RunReport) -> str:
     parts = [f"Run {report.run_id}"]
     if report.mode:
-        parts.append(f"{report.mode} mode")
+        parts.append(f"{report.mode.value} mode")
     if report.queue:
         parts.append(f"queue '{report.queue}'")
     if report.started is not None:

@@ -68,7 +68,7 @@ def render(report: RunReport, now: float) -> str:
     y = _undelivered(report, body, y)
     y = _legend(body, y + 6)
     title = [
-        _text(8, 22, f"Run {report.run_id} ({report.mode or '?'} mode)", size=16, weight="bold"),
+        _text(8, 22, f"Run {report.run_id} ({report.mode.value if report.mode else '?'} mode)", size=16, weight="bold"),
         _text(8, 44, report.verdict, size=12),
     ]
     return (

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     options = config.options
     connection = connect(options.broker, options.connect_timeout)
     assert connection is not None  # no stop flag: connect returns None only when asked to stop
-    state = LiveState(run_filter=config.run, mode=options.mode.value)
+    state = LiveState(run_filter=config.run, mode=options.mode)
     counts_channel: BlockingChannel | None = None
     tty = sys.stdout.isatty()
     deadline = time.monotonic() + config.duration
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             while (left := next_frame - time.monotonic()) > 0:
                 connection.process_data_events(time_limit=left)
             # The workers say which mode they run in; until one speaks, the mode asked for.
-            mode = Mode(state.mode) if state.mode in ("ack", "noack") else options.mode
+            mode = state.mode or options.mode
             spec = queue_spec(mode) if mode is not options.mode else options.queue
             counts_channel, count = queue_count(connection, counts_channel, spec)
             frame = render(state, count, spec, mode, options, time.time())
@@ -154,8 +154,10 @@ def render(
     if count.ready is None:
         lines.append(f"queue '{spec.name}': not declared yet (no worker or producer has started in this mode)")
     else:
-        unacked = f"{state.unacknowledged()} unacknowledged (held by workers)" if mode is Mode.ACK else (
-            "0 unacknowledged (noack: acknowledged on delivery)")  # fmt: skip
+        if mode is Mode.ACK:
+            unacked = f"{state.unacknowledged()} unacknowledged (held by workers)"
+        else:
+            unacked = "0 unacknowledged (noack: acknowledged on delivery)"
         lines.append(f"queue '{spec.name}': {count.ready} ready (broker), {unacked}, {count.consumers} consumers")
     lines.append(f"run: {state.run_id or 'none yet (no task received since the view started)'}")
     if foreign := state.foreign_line():

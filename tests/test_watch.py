@@ -123,8 +123,9 @@ def test_watch_says_in_one_line_when_the_broker_goes(lab: Lab) -> None:
     ],
 )
 def test_watch_bad_input_says_what_to_fix(args: list[str], code: int, message: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "report.watch", *args],
-                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
-    assert done.returncode == code
-    assert "Traceback" not in done.stderr
-    assert message in done.stderr.strip().splitlines()[-1]  # one line says it, after argparse's usage
+    result = subprocess.run(
+        [sys.executable, "-m", "report.watch", *args], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == code
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]  # one line says it, after argparse's usage

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -29,13 +30,17 @@ FIRST_ADDRESS = 11
 MIN_HOSTS = 2
 MAX_HOSTS = 20
 DEFAULT_HOSTS = 5
+# A throwaway lab: its hosts get new keys every time, so none is checked or remembered.
 SSH_OPTIONS = [
-    "-o", "BatchMode=yes",
-    "-o", "StrictHostKeyChecking=no",  # a throwaway lab: its hosts get new keys every time
-    "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "LogLevel=ERROR",
-]  # fmt: skip
+    arg
+    for option in ("BatchMode=yes", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR")
+    for arg in ("-o", option)
+]
 BOOT_TIMEOUT = 90.0
+# What `make lab-status` lists on a host: the project's containers and their state.
+PROJECT_CONTAINERS = (
+    "command -v docker >/dev/null && docker ps -a --filter label=workqueue-lab --format '{{.Names}} ({{.Status}})'"
+)
 
 
 class LabError(Exception):
@@ -173,6 +178,7 @@ def _ensure_network(client: docker.DockerClient, lab: Lab) -> None:
 
 
 def _ensure_host(client: docker.DockerClient, lab: Lab, host: Host, image: str) -> None:
+    """Start the host if it is there as it should be; else make it anew (its Docker volume is kept)."""
     try:
         container = client.containers.get(host.name)
     except docker.errors.NotFound:
@@ -188,8 +194,23 @@ def _ensure_host(client: docker.DockerClient, lab: Lab, host: Host, image: str) 
     volume = f"workqueue-{host.name}-docker"
     if not any(v.name == volume for v in client.volumes.list(filters={"name": volume})):
         client.volumes.create(volume, labels=_labels(lab, "docker-data"))
-    # What systemd, and a Docker engine inside, need here (see LAB_NOTES): --privileged is refused.
-    host_config = client.api.create_host_config(
+    labels = _labels(lab, "host") | {"workqueue-lab.groups": ",".join(host.groups), "workqueue-lab.image": image}
+    endpoint = client.api.create_endpoint_config(ipv4_address=host.address)
+    created = client.api.create_container(
+        image,
+        name=host.name,
+        hostname=host.name,
+        detach=True,
+        labels=labels,
+        host_config=_host_config(client, lab, volume),
+        networking_config=client.api.create_networking_config({lab.network: endpoint}),
+    )
+    client.api.start(created["Id"])
+
+
+def _host_config(client: docker.DockerClient, lab: Lab, volume: str) -> dict[str, Any]:
+    """What systemd, and a Docker engine inside, need here (see LAB_NOTES): --privileged is refused."""
+    host_config: dict[str, Any] = client.api.create_host_config(
         cap_add=["ALL"],
         cap_drop=["SYS_RESOURCE"],
         security_opt=["seccomp=unconfined", "apparmor=unconfined"],
@@ -205,18 +226,7 @@ def _ensure_host(client: docker.DockerClient, lab: Lab, host: Host, image: str) 
     # `--security-opt systempaths=unconfined` is the CLI's word for these two; the API takes them as they are.
     host_config["MaskedPaths"] = []
     host_config["ReadonlyPaths"] = []
-    endpoint = client.api.create_endpoint_config(ipv4_address=host.address)
-    labels = _labels(lab, "host") | {"workqueue-lab.groups": ",".join(host.groups), "workqueue-lab.image": image}
-    created = client.api.create_container(
-        image,
-        name=host.name,
-        hostname=host.name,
-        detach=True,
-        labels=labels,
-        host_config=host_config,
-        networking_config=client.api.create_networking_config({lab.network: endpoint}),
-    )
-    client.api.start(created["Id"])
+    return host_config
 
 
 def _matches(container: Container, lab: Lab, host: Host, image: str) -> bool:
@@ -317,10 +327,7 @@ def status(client: docker.DockerClient, lab: Lab = DEFAULT_LAB) -> list[HostStat
         running = container.status == "running"
         project: list[str] = []
         if running:
-            listed = container.exec_run(
-                ["sh", "-c", "command -v docker >/dev/null && docker ps -a --filter label=workqueue-lab "
-                 "--format '{{.Names}} ({{.Status}})'"]
-            )  # fmt: skip
+            listed = container.exec_run(["sh", "-c", PROJECT_CONTAINERS])
             project = listed.output.decode().split("\n") if listed.exit_code == 0 else []
         found.append(
             HostStatus(

@@ -37,6 +37,11 @@ class Mode(enum.Enum):
     ACK = "ack"
     NOACK = "noack"
 
+    @classmethod
+    def named(cls, value: object) -> Mode | None:
+        """The mode an event names, or None when it names none (or one this version does not know)."""
+        return next((mode for mode in cls if mode.value == value), None)
+
 
 @dataclass(frozen=True)
 class QueueSpec:

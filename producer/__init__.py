@@ -1,0 +1,1 @@
+"""The producer program and its container image (Dockerfile)."""

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 if __package__ in (None, ""):  # run as a script from a checkout or the image
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -187,5 +188,10 @@ def produce(args: argparse.Namespace, options: cli.BrokerOptions, out: Output) -
     return 0
 
 
-if __name__ == "__main__":
+def entry_point() -> NoReturn:
+    """``workqueue-new-task`` (the console script) and ``python producer/new_task.py``."""
     cli.run(PROG, main)
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pika
 import pytest
 
 from tests.conftest import URL, consumer_count
 from virtual_lab.processes import LocalLab as Lab
-from virtual_lab.processes import done_seqs, received_seqs
+from virtual_lab.processes import Program, done_seqs, received_seqs
 from workqueue.queues import Mode, declare, queue_spec
 from workqueue.tasks import task_properties
 
@@ -75,3 +78,28 @@ def test_prefetch_above_one_lets_a_worker_hold_that_many_and_no_more(lab: Lab) -
     publish(["work....."] * 8)  # 0.25 s each: the broker sends ahead while the worker works
     worker.wait_for(lambda: len(worker.events("done")) == 8, 30, "all tasks done")
     assert held_at_most(worker) == 3
+
+
+def test_the_installed_commands_run_the_same_programs(lab: Lab, tmp_path: Path) -> None:
+    """workqueue-worker and workqueue-new-task (pip's console scripts) are the worker and the producer."""
+    installed = Path(sys.executable).parent
+    worker = Program(
+        [str(installed / "workqueue-worker")],
+        ["--mode", "ack", "--seconds-per-dot", "0", "--name", "installed"],
+        tmp_path,
+        "installed-worker",
+        {"AMQP_URL": URL},
+    )
+    lab.programs.append(worker)  # stopped with the lab's others
+    worker.wait_for_event("consuming", timeout=30)
+    producer = Program(
+        [str(installed / "workqueue-new-task")],
+        ["3", "--mode", "ack"],
+        tmp_path,
+        "installed-producer",
+        {"AMQP_URL": URL},
+    )
+    assert producer.wait() == 0, producer.errors()
+    worker.wait_for(lambda: len(worker.events("done")) == 3, 20, "three tasks done")
+    assert received_seqs(worker) == [1, 2, 3]
+    assert [e["worker"] for e in worker.events("done")] == ["installed"] * 3

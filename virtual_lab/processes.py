@@ -14,15 +14,16 @@ from typing import Any
 from workqueue.output import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "worker_image" / "worker.py"
-PRODUCER = ROOT / "producer" / "new_task.py"
+# As the README runs them from a checkout (the installed commands are workqueue-worker and workqueue-new-task).
+WORKER = [sys.executable, str(ROOT / "worker_image" / "worker.py")]
+PRODUCER = [sys.executable, str(ROOT / "producer" / "new_task.py")]
 
 
 class Program:
     """One process whose standard output and error go to files that tests read."""
 
     def __init__(
-        self, script: Path, args: list[str], workdir: Path, name: str, env: dict[str, str] | None = None
+        self, command: list[str], args: list[str], workdir: Path, name: str, env: dict[str, str] | None = None
     ) -> None:
         self.name = name
         self.stdout_path = workdir / f"{name}.out"
@@ -31,7 +32,7 @@ class Program:
         environment.update(env or {})
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
-                [sys.executable, str(script), *args], stdout=out, stderr=err, env=environment, cwd=workdir
+                [*command, *args], stdout=out, stderr=err, env=environment, cwd=workdir
             )
 
     def lines(self) -> list[str]:

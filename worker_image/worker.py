@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 if __package__ in (None, ""):  # run as a script from a checkout or the image
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -364,5 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     return worker.run()
 
 
-if __name__ == "__main__":
+def entry_point() -> NoReturn:
+    """``workqueue-worker`` (the console script) and ``python worker_image/worker.py``."""
     cli.run(PROG, main)
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -1,0 +1,1 @@
+"""The worker program and its container image (Dockerfile, health check)."""

@@ -162,3 +162,15 @@ def test_each_roles_readme_documents_exactly_its_argument_specs(role: str) -> No
         if isinstance(default, bool | int | float | str) and "{{" not in str(default):
             said = {True: "true", False: "false"}[default] if isinstance(default, bool) else str(default) or '""'
             assert said in rows[name], f"{name}: the README says {rows[name]}, the spec {said}"
+
+
+def test_the_inventorys_settings_of_a_role_are_the_roles_defaults() -> None:
+    """inventory/group_vars/all.yml documents the lab's own settings; a role variable there has the role's default."""
+    settings = yaml.safe_load((ROOT / "inventory" / "group_vars" / "all.yml").read_text())
+    defaults = {}
+    for spec in (ROOT / "roles").glob("*/meta/argument_specs.yml"):
+        for entry in yaml.safe_load(spec.read_text())["argument_specs"].values():
+            defaults.update({name: option.get("default") for name, option in entry.get("options", {}).items()})
+    of_roles = {name: value for name, value in settings.items() if name in defaults}
+    assert {"rabbitmq_user", "rabbitmq_tls", "worker_prefetch", "worker_image", "producer_image"} <= set(of_roles)
+    assert {name: defaults[name] for name in of_roles} == of_roles

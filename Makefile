@@ -33,27 +33,27 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 broker: venv
-	$(PY) -m virtual_lab broker
+	$(PY) -m machine broker
 
 engine: venv
-	$(PY) -m virtual_lab engine
+	$(PY) -m machine engine
 
 images: venv
-	$(PY) -m virtual_lab images
+	$(PY) -m machine images
 
 # The images' pinned packages as wheels (build/wheelhouse), for a docker build of your own.
 wheelhouse: venv
-	$(PY) -m virtual_lab wheelhouse
+	$(PY) -m machine wheelhouse
 
 demo: venv
-	$(PY) -m virtual_lab.lab_demo
+	$(PY) -m demo.lab
 
 # Every fault of playbooks/drill.yml in both modes on the virtual lab; the table in reports/drills.md.
 drills: venv
-	$(PY) -m virtual_lab.drills
+	$(PY) -m demo.drills
 
 demo-processes: broker
-	$(PY) -m virtual_lab.process_demo
+	$(PY) -m demo.local
 
 # The broker is found from INVENTORY (default: inventory/lab.yml, else the virtual lab's).
 watch: venv

@@ -26,7 +26,7 @@ import pika
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from virtual_lab import local_broker  # noqa: E402
+from machine import local_broker  # noqa: E402
 from workqueue.output import read_events  # noqa: E402
 from workqueue.queues import Mode, declare, queue_spec  # noqa: E402
 from workqueue.tasks import task_properties  # noqa: E402

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from virtual_lab import local_broker
+from machine import local_broker
 from workqueue.queues import Mode
 
 FOLDER = throughput.ROOT / "build" / "bench-tls"

@@ -10,7 +10,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from virtual_lab import local_broker
+from machine import local_broker
 from virtual_lab.processes import LocalLab
 
 # A node and a vhost of the tests' own, set up as the lab's broker is (default

@@ -12,8 +12,8 @@ import docker
 import pytest
 from docker.models.containers import Container
 
+from machine import engine, images
 from tests.conftest import NODE, VHOST, delete_queues
-from virtual_lab import engine, images
 from workqueue.output import read_events
 
 pytestmark = [pytest.mark.broker, pytest.mark.docker]

@@ -27,8 +27,9 @@ import pika.exceptions
 import pytest
 import yaml
 
+from machine import engine, images
 from report import lab_settings
-from virtual_lab import engine, hosts, images, lab_runs
+from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import TEST_LAB
 from virtual_lab.lab_runs import done_by, on, on_result, recap, run_id_of, unfinished, wait_until
 from workqueue.connection import BrokerError, broker_from_url, connect

@@ -15,7 +15,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from virtual_lab import engine, hosts
+from machine import engine
+from virtual_lab import hosts
 from virtual_lab.hosts import LAB_LABEL, TEST_LAB, Host
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab]

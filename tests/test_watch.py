@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
+from machine import local_broker
 from tests.conftest import NODE, URL
-from virtual_lab import local_broker
 from virtual_lab.processes import LocalLab as Lab
 from virtual_lab.processes import done_seqs
 

@@ -1,5 +1,6 @@
-"""The project on one machine: a Docker engine, images built with no registry,
-a local broker for the tests and the process demo, and the virtual lab's hosts.
+"""A lab on this machine: containers that behave like fresh Debian hosts (own
+address, systemd, SSH) for the playbooks (hosts.py, lab_runs.py), or the
+programs as local processes beside a local broker (processes.py).
 
-Run ``python -m virtual_lab --help`` for its commands.
+Run ``python -m virtual_lab --help`` for its commands (make lab-up, lab-down, lab-status).
 """

@@ -1,4 +1,4 @@
-"""python -m virtual_lab COMMAND: set up what the project needs on this machine."""
+"""python -m virtual_lab COMMAND: make, remove or look at the virtual lab."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import argparse
 import sys
 import time
 
-from virtual_lab import engine, hosts, images, local_broker
-from virtual_lab.packages import SetupError
+from machine import engine
+from machine.packages import SetupError
+from virtual_lab import hosts
 
 
 def print_status(found: list[hosts.HostStatus]) -> None:
@@ -27,31 +28,13 @@ def print_status(found: list[hosts.HostStatus]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m virtual_lab", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("broker", help="start a RabbitMQ broker on loopback (installs rabbitmq-server if needed)")
-    commands.add_parser("engine", help="make sure a Docker engine answers (starts dockerd if needed)")
-    commands.add_parser("wheelhouse", help="download the images' pinned Python packages into build/wheelhouse")
-    build = commands.add_parser("images", help="build the worker and producer images with no registry")
-    build.add_argument("--base-image", help="base image for both (default: a local Debian python3 base)")
     lab_up = commands.add_parser("up", help="make the virtual lab (or repair it): Debian hosts reached over SSH")
     lab_up.add_argument("--hosts", default=str(hosts.DEFAULT_HOSTS), help="how many hosts (default 5)")
     commands.add_parser("down", help="remove every container, network, volume and key of the virtual lab")
     commands.add_parser("status", help="each host: address, SSH, project containers, memory")
     args = parser.parse_args(argv)
     try:
-        if args.command == "broker":
-            local_broker.ensure_broker()
-            print(f"RabbitMQ answers at {local_broker.LOCAL_URL}")
-        elif args.command == "engine":
-            engine.ensure_engine()
-            print("a Docker engine answers")
-        elif args.command == "wheelhouse":
-            print(f"the images' packages are in {images.ensure_wheelhouse().relative_to(hosts.ROOT)}")
-        elif args.command == "images":
-            client = engine.ensure_engine()
-            for name, tag in images.program_images(client, args.base_image).items():
-                size = client.images.get(tag).attrs["Size"] / 1e6
-                print(f"{tag} ({name}:latest) {size:.0f} MB")
-        elif args.command == "up":
+        if args.command == "up":
             count = hosts.parse_count(args.hosts)
             hosts.plan(count)  # a bad count fails before anything is made
             started = time.monotonic()

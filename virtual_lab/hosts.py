@@ -21,10 +21,12 @@ import docker.errors
 import yaml
 from docker.models.containers import Container
 
-from virtual_lab import images
-from virtual_lab.packages import ensure_commands
+from machine import images
+from machine.packages import ensure_commands
 
 ROOT = images.ROOT
+DOCKERFILES = Path(__file__).resolve().parent / "dockerfiles"
+LAB_HOST_IMAGE = "workqueue-lab/lab-host"
 LAB_LABEL = "workqueue-lab.virtual-lab"  # its value: the lab's name
 FIRST_ADDRESS = 11
 MIN_HOSTS = 2
@@ -128,7 +130,7 @@ def up(client: docker.DockerClient, count: int, lab: Lab = DEFAULT_LAB) -> list[
     """Make the lab of ``count`` hosts, or bring an existing one to that shape (idempotent)."""
     hosts = plan(count, lab)
     ensure_commands({"ssh": "openssh-client", "ssh-keygen": "openssh-client"})
-    image = images.lab_host_image(client)
+    image = lab_host_image(client)
     _ensure_key(lab)
     _ensure_network(client, lab)
     wanted = {host.name for host in hosts}
@@ -141,6 +143,14 @@ def up(client: docker.DockerClient, count: int, lab: Lab = DEFAULT_LAB) -> list[
         list(pool.map(lambda host: _await_ssh(lab, host), hosts))
     _write_inventory(lab, hosts)
     return hosts
+
+
+def lab_host_image(client: docker.DockerClient) -> str:
+    """A fresh Debian 12 lab machine: systemd, SSH, sudo, python3 (dockerfiles/lab-host.Dockerfile)."""
+    debian = images.debian_base(client)
+    dockerfile = DOCKERFILES / "lab-host.Dockerfile"
+    inputs = [DOCKERFILES / "ssh-host-keys.service"]
+    return images.build(client, LAB_HOST_IMAGE, dockerfile, DOCKERFILES, {"DEBIAN_IMAGE": debian}, inputs)
 
 
 def _labels(lab: Lab, kind: str) -> dict[str, str]:

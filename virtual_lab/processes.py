@@ -31,9 +31,7 @@ class Program:
         environment = {k: v for k, v in os.environ.items() if k not in ENV_OPTIONS}
         environment.update(env or {})
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.process = subprocess.Popen(
-                [*command, *args], stdout=out, stderr=err, env=environment, cwd=workdir
-            )
+            self.process = subprocess.Popen([*command, *args], stdout=out, stderr=err, env=environment, cwd=workdir)
 
     def lines(self) -> list[str]:
         return self.stdout_path.read_text(errors="replace").splitlines()

@@ -1,6 +1,6 @@
 """The tutorial on this machine, as processes: a broker, three workers, a producer, one worker stopped.
 
-    python -m virtual_lab.process_demo [--seconds-per-dot S]
+    python -m demo.local [--seconds-per-dot S]
 
 Two rounds, the same ten tasks each: first in noack mode, where the stopped
 worker's tasks are lost; then in ack mode, where they are redelivered to the
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pika
 
+from machine import local_broker
+from machine.packages import SetupError
 from report import fates, terminal
 from report.gathered import Container, Gathered, QueueState
-from virtual_lab import local_broker
-from virtual_lab.packages import SetupError
 from virtual_lab.processes import LocalLab, Program, done_seqs
 
 TASKS = 10
@@ -107,7 +107,7 @@ def summarize(mode: str, workers: list[Program], victim: Program, producer: Prog
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m virtual_lab.process_demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m demo.local", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds-per-dot", type=float, default=0.3, help="work per dot (default 0.3 s)")
     args = parser.parse_args()
     try:

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from virtual_lab.images import ROOT
-from virtual_lab.packages import SetupError, ensure_commands
+from machine.images import ROOT
+from machine.packages import SetupError, ensure_commands
 
 START_TIMEOUT = 120.0
 ROLE_DEFAULTS = ROOT / "roles" / "rabbitmq" / "defaults" / "main.yml"

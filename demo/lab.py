@@ -1,6 +1,6 @@
 """`make demo`: the whole project on the virtual lab, through the same playbooks as a real lab.
 
-    python -m virtual_lab.lab_demo [--seconds-per-dot S]
+    python -m demo.lab [--seconds-per-dot S]
 
 Makes the lab (five hosts), runs site.yml, then two drills of ten tasks each:
 in noack mode, then in ack mode, the worker on lab3 is stopped mid-run (what
@@ -21,10 +21,11 @@ import time
 
 import docker
 
-from virtual_lab import engine, hosts, images, lab_runs
+from machine import engine, images
+from machine.packages import SetupError
+from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import DEFAULT_LAB, Host
 from virtual_lab.lab_runs import container_events, done_by, unfinished, wait_until
-from virtual_lab.packages import SetupError
 
 TASKS = 10
 STOPPED = "lab3"
@@ -73,7 +74,7 @@ def drill(client: docker.DockerClient, workers: list[str], mode: str, settings: 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m virtual_lab.lab_demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m demo.lab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds-per-dot", type=float, default=0.5, help="work per dot (default 0.5 s)")
     args = parser.parse_args()
     try:

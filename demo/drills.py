@@ -1,6 +1,6 @@
 """`make drills`: every fault of playbooks/drill.yml, in both modes, on the virtual lab; one table.
 
-    python -m virtual_lab.drills [--seconds-per-dot S] [--faults stop,kill,...]
+    python -m demo.drills [--seconds-per-dot S] [--faults stop,kill,...]
 
 For each fault and mode: site.yml (which also undoes the drill before), a run of
 TASKS tasks, the fault on the second worker host while it holds a task (or, for
@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import docker
 
-from virtual_lab import engine, hosts, images, lab_runs
+from machine import engine, images
+from machine.packages import SetupError
+from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import DEFAULT_LAB, ROOT
 from virtual_lab.lab_runs import done_by, on, run_id_of, unfinished, wait_until
-from virtual_lab.packages import SetupError
 
 FAULTS = ("stop", "kill", "freeze", "cut", "broker-restart", "broker-down")
 TASKS = 8
@@ -136,7 +137,7 @@ def markdown(outcomes: list[Outcome]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m virtual_lab.drills", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m demo.drills", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds-per-dot", type=float, default=0.5, help="work per dot (default 0.5 s)")
     parser.add_argument(
         "--faults", default=",".join(FAULTS), help=f"which, comma-separated (default {','.join(FAULTS)})"

@@ -9,7 +9,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from virtual_lab.packages import SetupError, ensure_commands
+from machine.packages import SetupError, ensure_commands
 
 DOCKERD_LOG = Path("/var/log/workqueue-lab-dockerd.log")
 START_TIMEOUT = 60.0

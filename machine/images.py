@@ -1,4 +1,4 @@
-"""Images built on this machine with no registry: Debian and Python bases, the worker and producer.
+"""Images built on this machine with no registry: Debian and Python bases, the worker and the producer.
 
 Each image is tagged by a hash of its recipe (what goes into it), so a rebuild
 happens only when the recipe changes, and the ``:latest`` tag follows it.
@@ -20,7 +20,7 @@ import docker
 import docker.errors
 from docker.models.images import Image
 
-from virtual_lab.packages import SetupError, ensure_commands
+from machine.packages import SetupError, ensure_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = Path(__file__).resolve().parent / "dockerfiles"
@@ -179,17 +179,6 @@ def python_base(client: docker.DockerClient) -> str:
     debian = debian_base(client)
     dockerfile = DOCKERFILES / "python.Dockerfile"
     return build(client, PYTHON_IMAGE, dockerfile, DOCKERFILES, {"DEBIAN_IMAGE": debian}, [])
-
-
-LAB_HOST_IMAGE = "workqueue-lab/lab-host"
-
-
-def lab_host_image(client: docker.DockerClient) -> str:
-    """A fresh Debian 12 lab machine: systemd, SSH, sudo, python3 (virtual_lab/dockerfiles/lab-host.Dockerfile)."""
-    debian = debian_base(client)
-    dockerfile = DOCKERFILES / "lab-host.Dockerfile"
-    inputs = [DOCKERFILES / "ssh-host-keys.service"]
-    return build(client, LAB_HOST_IMAGE, dockerfile, DOCKERFILES, {"DEBIAN_IMAGE": debian}, inputs)
 
 
 def ensure_wheelhouse() -> Path:

@@ -174,3 +174,20 @@ def test_the_inventorys_settings_of_a_role_are_the_roles_defaults() -> None:
     of_roles = {name: value for name, value in settings.items() if name in defaults}
     assert {"rabbitmq_user", "rabbitmq_tls", "worker_prefetch", "worker_image", "producer_image"} <= set(of_roles)
     assert {name: defaults[name] for name in of_roles} == of_roles
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))])
+def test_the_links_between_the_guide_and_docs_lead_somewhere(page: str) -> None:
+    """Every relative link of the README and docs/ names a file that exists, and a heading there if it names one."""
+    source = ROOT / page
+    for target, anchor in re.findall(r"\]\((?!https?:)([^)#\s]*)(?:#([^)\s]+))?\)", source.read_text()):
+        path = (source.parent / target).resolve() if target else source
+        assert path.exists(), f"{page} links to {target}, which does not exist"
+        if anchor and path.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", path.read_text(), flags=re.M)
+            assert anchor in {_anchor(h) for h in headings}, f"{page} links to {target}#{anchor}: no such heading"

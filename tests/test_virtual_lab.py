@@ -125,11 +125,25 @@ def test_a_stopped_host_is_down_until_started_and_comes_back_as_it_was(
     assert ssh(lab[1], "cat /home/lab/before-the-stop").stdout.strip() == "kept"
 
 
-@pytest.mark.parametrize(("count", "message"), [("abc", "HOSTS must be a whole number"), ("1", "a lab needs 2 to 20")])
-def test_bad_host_counts_fail_before_anything_is_made(client: docker.DockerClient, count: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("count", "brokers", "message"),
+    [
+        ("abc", "1", "HOSTS must be a whole number"),
+        ("1", "1", "a lab of 1 broker host needs 2 to 20 hosts"),
+        ("5", "2", "BROKERS must be 1 or an odd number from 3 up"),
+        ("5", "4", "BROKERS must be 1 or an odd number from 3 up"),
+        ("3", "3", "a lab of 3 broker hosts needs 4 to 20 hosts"),
+    ],
+)
+def test_bad_host_counts_fail_before_anything_is_made(
+    client: docker.DockerClient, count: str, brokers: str, message: str
+) -> None:
     before = len(client.containers.list(all=True))
     done = subprocess.run(
-        [sys.executable, "-m", "virtual_lab", "up", "--hosts", count], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "virtual_lab", "up", "--hosts", count, "--brokers", brokers],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
@@ -144,3 +158,13 @@ def test_down_leaves_nothing_of_the_lab(client: docker.DockerClient, lab: list[H
     assert client.volumes.list(filters=selector) == []
     assert not TEST_LAB.key.exists() and not TEST_LAB.inventory.exists()
     assert hosts.down(client, TEST_LAB) == [], "down on no lab does nothing"
+
+
+def test_a_lab_of_three_brokers_puts_them_first_and_keeps_a_producer_host() -> None:
+    planned = {h.name: h.groups for h in hosts.plan(7, TEST_LAB, brokers=3)}
+    assert [name for name, groups in planned.items() if "broker" in groups] == ["testlab1", "testlab2", "testlab3"]
+    assert [name for name, groups in planned.items() if "workers" in groups] == ["testlab4", "testlab5", "testlab6"]
+    assert planned["testlab7"] == ("producer",)
+    # With one host past the brokers, it is the workers' and the first broker host also produces.
+    tight = {h.name: h.groups for h in hosts.plan(4, TEST_LAB, brokers=3)}
+    assert tight["testlab1"] == ("broker", "producer") and tight["testlab4"] == ("workers",)

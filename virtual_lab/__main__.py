@@ -30,15 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     lab_up = commands.add_parser("up", help="make the virtual lab (or repair it): Debian hosts reached over SSH")
     lab_up.add_argument("--hosts", default=str(hosts.DEFAULT_HOSTS), help="how many hosts (default 5)")
+    lab_up.add_argument("--brokers", default="1", help="how many of them run RabbitMQ: 1 or an odd number from 3")
     commands.add_parser("down", help="remove every container, network, volume and key of the virtual lab")
     commands.add_parser("status", help="each host: address, SSH, project containers, memory")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            count = hosts.parse_count(args.hosts)
-            hosts.plan(count)  # a bad count fails before anything is made
+            count, brokers = hosts.parse_count(args.hosts), hosts.parse_count(args.brokers, "BROKERS")
+            hosts.plan(count, brokers=brokers)  # a bad count fails before anything is made
             started = time.monotonic()
-            made = hosts.up(engine.ensure_engine(), count)
+            made = hosts.up(engine.ensure_engine(), count, brokers=brokers)
             for host in made:
                 print(f"{host.name:6} {host.address:12} {', '.join(host.groups)}")
             inventory = hosts.DEFAULT_LAB.inventory.relative_to(hosts.ROOT)

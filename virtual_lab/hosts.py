@@ -92,23 +92,31 @@ class Host:
     groups: tuple[str, ...]
 
 
-def plan(count: int, lab: Lab = DEFAULT_LAB) -> list[Host]:
-    """The hosts of a lab of ``count``: lab1 the broker, the last the producer, workers between.
+def plan(count: int, lab: Lab = DEFAULT_LAB, brokers: int = 1) -> list[Host]:
+    """The hosts of a lab of ``count``: the first ``brokers`` the broker (one, or a cluster of an odd
+    number from three up), the last the producer, workers between.
 
     Addresses start at .11 of the lab's /24; the gateway (this machine) is .1.
 
-    With two hosts the producer shares the broker's host: a worker host of its
-    own matters more to the lesson than a producer host of its own.
+    With no host left for it, the producer shares the first broker's host: a
+    worker host of its own matters more to the lesson than a producer host of its own.
     """
-    if not MIN_HOSTS <= count <= MAX_HOSTS:
+    if brokers < 1 or (brokers > 1 and (brokers < 3 or brokers % 2 == 0)):
         raise LabError(
-            f"a lab needs {MIN_HOSTS} to {MAX_HOSTS} hosts (one broker host, at least one worker host), not {count}"
+            f"BROKERS must be 1 or an odd number from 3 up (a cluster of {brokers} survives no more than one "
+            f"of {brokers - 1}), not {brokers}"
+        )
+    if not max(MIN_HOSTS, brokers + 1) <= count <= MAX_HOSTS:
+        raise LabError(
+            f"a lab of {brokers} broker host{'s' if brokers > 1 else ''} needs {max(MIN_HOSTS, brokers + 1)} to "
+            f"{MAX_HOSTS} hosts (and at least one worker host), not {count}"
         )
     hosts = []
     for index in range(count):
-        if index == 0:
-            groups: tuple[str, ...] = ("broker", "producer") if count == 2 else ("broker",)
-        elif index == count - 1 and count > 2:
+        if index < brokers:
+            producer_here = index == 0 and count == brokers + 1
+            groups: tuple[str, ...] = ("broker", "producer") if producer_here else ("broker",)
+        elif index == count - 1 and count > brokers + 1:
             groups = ("producer",)
         else:
             groups = ("workers",)
@@ -116,19 +124,19 @@ def plan(count: int, lab: Lab = DEFAULT_LAB) -> list[Host]:
     return hosts
 
 
-def parse_count(text: str) -> int:
+def parse_count(text: str, what: str = "HOSTS") -> int:
     try:
         return int(text)
     except ValueError:
-        raise LabError(f"HOSTS must be a whole number of hosts ({MIN_HOSTS} to {MAX_HOSTS}), not {text!r}") from None
+        raise LabError(f"{what} must be a whole number, not {text!r}") from None
 
 
 # --- making the lab
 
 
-def up(client: docker.DockerClient, count: int, lab: Lab = DEFAULT_LAB) -> list[Host]:
+def up(client: docker.DockerClient, count: int, lab: Lab = DEFAULT_LAB, brokers: int = 1) -> list[Host]:
     """Make the lab of ``count`` hosts, or bring an existing one to that shape (idempotent)."""
-    hosts = plan(count, lab)
+    hosts = plan(count, lab, brokers)
     ensure_commands({"ssh": "openssh-client", "ssh-keygen": "openssh-client"})
     image = lab_host_image(client)
     _ensure_key(lab)

@@ -30,7 +30,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from workqueue import cli
-from workqueue.connection import BrokerError, connect, describe
+from workqueue.connection import BrokerError, connect, describe, node_of
 from workqueue.output import Output
 from workqueue.queues import Mode, QueueSpec, declare
 from workqueue.tasks import new_run_id, seq_list, task_body, task_properties
@@ -75,6 +75,7 @@ class Producer:
         self.out = out
         self.ack = options.mode is Mode.ACK
         self.connection: pika.BlockingConnection | None = None
+        self.node = ""  # the broker node it is connected to, host:port
         self.channel: BlockingChannel | None = None
 
     def open(self) -> None:
@@ -87,6 +88,7 @@ class Producer:
             ),
         )
         assert self.connection is not None  # no stop flag here: connect only returns None when asked to stop
+        self.node = node_of(self.connection)
         self.channel = self.connection.channel()
         declare(self.channel, self.options.queue)
         if self.ack:
@@ -164,7 +166,14 @@ def produce(args: argparse.Namespace, options: cli.BrokerOptions, out: Output) -
     out.say(
         f" [*] Run {run.run_id}: {run.count} tasks to queue '{run.spec.name}' ({options.mode.value} mode: {guarantee})"
     )
-    out.event("run_started", run_id=run.run_id, count=run.count, mode=options.mode.value, queue=run.spec.name)
+    out.event(
+        "run_started",
+        run_id=run.run_id,
+        count=run.count,
+        mode=options.mode.value,
+        queue=run.spec.name,
+        node=producer.node,
+    )
     lost_for_good = producer.publish_run(run, args.rate)
     out.event(
         "run_finished",

@@ -103,3 +103,14 @@ def test_the_installed_commands_run_the_same_programs(lab: Lab, tmp_path: Path) 
     worker.wait_for(lambda: len(worker.events("done")) == 3, 20, "three tasks done")
     assert received_seqs(worker) == [1, 2, 3]
     assert [e["worker"] for e in worker.events("done")] == ["installed"] * 3
+
+
+def test_a_client_given_several_nodes_takes_the_first_that_answers(lab: Lab) -> None:
+    """A cluster's URL lists its nodes: a node that does not answer is passed over for the next."""
+    nodes = URL.replace("@localhost:5673", "@127.0.0.1:1,localhost:5673")
+    worker = lab.worker("--mode", "ack", "--seconds-per-dot", "0", "--url", nodes)
+    assert worker.wait_for_event("consuming")["node"] == "localhost:5673"
+    producer = lab.produce("2", "--mode", "ack", "--url", nodes)
+    assert producer.process.returncode == 0, producer.errors()
+    assert producer.events("run_started")[0]["node"] == "localhost:5673"
+    worker.wait_for(lambda: len(worker.events("done")) == 2, 20, "two tasks done")

@@ -191,3 +191,16 @@ def test_the_links_between_the_guide_and_docs_lead_somewhere(page: str) -> None:
         if anchor and path.suffix == ".md":
             headings = re.findall(r"^#+ (.+)$", path.read_text(), flags=re.M)
             assert anchor in {_anchor(h) for h in headings}, f"{page} links to {target}#{anchor}: no such heading"
+
+
+def test_a_url_may_name_the_nodes_of_a_cluster_and_each_gets_the_same_login() -> None:
+    broker = broker_from_url("amqp://alice:s3cret@node1:5673,node2,node3:5680/lab?heartbeat=5")
+    assert [(n.host, n.port) for n in broker.nodes] == [("node1", 5673), ("node2", 5672), ("node3", 5680)]
+    assert {(n.credentials.username, n.credentials.password, n.virtual_host, n.heartbeat) for n in broker.nodes} == {
+        ("alice", "s3cret", "lab", 5)
+    }
+    assert broker.where == "user 'alice' at node1:5673, node2:5672, node3:5680, vhost 'lab'"
+    tls = broker_from_url("amqps://alice:s3cret@node1,node2/lab")
+    assert [n.ssl_options.server_hostname for n in tls.nodes] == ["node1", "node2"]  # each checked by its own name
+    with pytest.raises(ValueError, match="names no host"):
+        broker_from_url("amqp://alice:s3cret@node1,,node3/lab")

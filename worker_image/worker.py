@@ -37,7 +37,7 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
 from workqueue import cli
-from workqueue.connection import connect, describe
+from workqueue.connection import connect, describe, node_of
 from workqueue.output import Output
 from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, declare_events
 from workqueue.tasks import TaskLabel, task_label, task_origin, work_seconds
@@ -157,8 +157,9 @@ class Worker:
         if self.config.ack:
             channel.basic_qos(prefetch_count=self.config.prefetch)
         channel.basic_consume(spec.name, self._on_message, auto_ack=not self.config.ack)
-        self.out.say(" [*] Waiting for messages. To exit press CTRL+C" if first else " [*] Reconnected")
-        self.out.event("consuming", queue=spec.name)
+        node = node_of(connection)
+        self.out.say(" [*] Waiting for messages. To exit press CTRL+C" if first else f" [*] Reconnected to {node}")
+        self.out.event("consuming", queue=spec.name, node=node)
         while not self._stopping():
             if self._stalled.is_set():
                 self._stalled.clear()

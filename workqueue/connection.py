@@ -30,9 +30,15 @@ class BrokerError(Exception):
 
 @dataclass(frozen=True)
 class Broker:
-    """Where the broker is and how to log in, ready for pika."""
+    """Where the broker is and how to log in, ready for pika: one node, or the
+    nodes of a cluster, tried in their order at every connection."""
 
-    parameters: pika.URLParameters
+    nodes: tuple[pika.URLParameters, ...]
+
+    @property
+    def parameters(self) -> pika.URLParameters:
+        """The first node's: the user, the vhost and the settings are the same on every node."""
+        return self.nodes[0]
 
     @property
     def user(self) -> str:
@@ -40,8 +46,8 @@ class Broker:
 
     @property
     def where(self) -> str:
-        p = self.parameters
-        return f"user '{self.user}' at {p.host}:{p.port}, vhost '{p.virtual_host}'"
+        hosts = ", ".join(f"{node.host}:{node.port}" for node in self.nodes)
+        return f"user '{self.user}' at {hosts}, vhost '{self.parameters.virtual_host}'"
 
 
 def broker_from_url(url: str, password_file: str | None = None, ca_file: str | None = None) -> Broker:
@@ -52,7 +58,20 @@ def broker_from_url(url: str, password_file: str | None = None, ca_file: str | N
     need not appear in the URL, a command line or the container's environment.
     An ``amqps://`` URL verifies the broker's certificate and name against
     ``ca_file`` (the lab's CA), or against the system's CAs when none is given.
+    A cluster's nodes are listed in the URL's host part, separated by commas
+    (``amqp://user@node1:5672,node2:5672,node3:5672/vhost``, as libpq takes
+    several hosts): a client tries them in that order and takes the first that answers.
     """
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    nodes = [
+        _node_from_url(urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}")), password_file, ca_file)
+        for host in hosts.split(",")
+    ]
+    return Broker(tuple(nodes))
+
+
+def _node_from_url(url: str, password_file: str | None, ca_file: str | None) -> pika.URLParameters:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("amqp", "amqps"):
         raise ValueError(f"broker URL must start with amqp:// or amqps://, got {_without_password(url)!r}")
@@ -84,7 +103,7 @@ def broker_from_url(url: str, password_file: str | None = None, ca_file: str | N
         raise ValueError(f"a CA file ({ca_file}) is for TLS: the broker URL must start with amqps://")
     if parts.scheme == "amqps":
         parameters.ssl_options = pika.SSLOptions(_verifying_context(ca_file), server_hostname=parts.hostname)
-    return Broker(parameters)
+    return parameters
 
 
 def _verifying_context(ca_file: str | None) -> ssl.SSLContext:
@@ -130,7 +149,7 @@ def connect(
     delay = RETRY_FIRST_DELAY
     while True:
         try:
-            return pika.BlockingConnection(broker.parameters)
+            return pika.BlockingConnection(list(broker.nodes))
         except pika.exceptions.ProbableAuthenticationError:
             raise BrokerError(f"access refused for {broker.where}: check the user name and password") from None
         except pika.exceptions.ProbableAccessDeniedError:
@@ -150,6 +169,12 @@ def connect(
         if _sleep_unless(should_stop, delay):
             return None
         delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+def node_of(connection: pika.BlockingConnection) -> str:
+    """The node a connection reached (host:port), of those the broker's URL lists."""
+    params = connection._impl.params  # pika keeps the parameters it connected with here
+    return f"{params.host}:{params.port}"
 
 
 def _sleep_unless(should_stop: Callable[[], bool], seconds: float) -> bool:

@@ -81,6 +81,8 @@ class WorkerSummary:
     status: str
     stopped_at: float | None  # the last docker stop during the run
     attempts: list[Attempt] = field(default_factory=list)  # its deliveries of the run, as received
+    # The broker nodes it consumed from during the run (host:port), in turn: more than one when its node went.
+    nodes: list[str] = field(default_factory=list)
 
     @property
     def received(self) -> list[int]:
@@ -132,6 +134,11 @@ class RunReport:
 
     def seqs(self, fate: str) -> list[int]:
         return [task.seq for task in self.tasks if task.fate == fate]
+
+    @property
+    def broker_nodes(self) -> set[str]:
+        """Every broker node a worker consumed from during the run: more than one with a cluster."""
+        return {node for worker in self.workers for node in worker.nodes}
 
     @property
     def settled(self) -> bool:
@@ -300,6 +307,12 @@ def _follow_container(
             during_run = event["ts"] >= run_start if run_start is not None else bool(summary.attempts)
             if kind == "worker_stopped" and during_run:
                 summary.stopped_at = event["ts"]
+        elif kind == "consuming" and isinstance(event.get("node"), str):
+            before_run = run_start is not None and event["ts"] < run_start
+            if before_run:
+                summary.nodes = [event["node"]]
+            elif event["node"] not in summary.nodes[-1:]:
+                summary.nodes.append(event["node"])
         elif event.get("run_id") == run_id and isinstance(event.get("seq"), int):
             if kind == "rejected":
                 rejected.add(event["seq"])

@@ -46,6 +46,7 @@ class QueueState:
     ready: int
     unacknowledged: int
     consumers: int
+    leader: str = ""  # a quorum queue's leading node (rabbit@HOST); "" for a classic queue
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,13 @@ def read_folder(folder: Path) -> Gathered:
     for path in producer_files:
         _read_producer_host(_load(path), gathered)
     broker_files = sorted((folder / "broker").glob("*.json"))
+    # Every node of a cluster answers for all of it: the first that answered is enough.
+    silent: list[str] = []
     for path in broker_files:
-        _read_broker(_load(path), gathered)
+        if gathered.queues is None:
+            _read_broker(_load(path), gathered, silent)
+    if gathered.queues is None:
+        gathered.missing.extend(silent)
     if not broker_files:
         gathered.missing.append("the broker was not read: the inventory has no host in group broker")
     return gathered
@@ -188,22 +194,25 @@ def _fault(event: Event) -> Fault:
     )
 
 
-def _read_broker(document: dict[str, Any], gathered: Gathered) -> None:
+def _read_broker(document: dict[str, Any], gathered: Gathered, silent: list[str]) -> None:
+    """The queues as one broker node saw them; why it could not say, in ``silent``."""
     host = str(document.get("host", "?"))
     why = _unreadable(document)
     if why or _rc(document.get("rc")) != 0:
         reason = why or f"rabbitmqctl failed: {_first_line(document.get('stderr'))}"
-        gathered.missing.append(f"broker {host}: {reason}; the queues' state is unknown")
+        silent.append(f"broker {host}: {reason}; the queues' state is unknown")
         return
     try:
         rows = json.loads(document.get("stdout") or "[]")
     except ValueError:
-        gathered.missing.append(f"broker {host}: rabbitmqctl's answer is not JSON; the queues' state is unknown")
+        silent.append(f"broker {host}: rabbitmqctl's answer is not JSON; the queues' state is unknown")
         return
     gathered.queues = [_queue_state(row) for row in rows if isinstance(row, dict) and "name" in row]
 
 
 def _queue_state(row: dict[str, Any]) -> QueueState:
-    """A row of ``rabbitmqctl list_queues name messages_ready messages_unacknowledged consumers``."""
+    """A row of ``rabbitmqctl list_queues name messages_ready messages_unacknowledged consumers leader``."""
     ready, unacknowledged = int(row["messages_ready"]), int(row["messages_unacknowledged"])
-    return QueueState(str(row["name"]), ready, unacknowledged, int(row.get("consumers", 0)))
+    return QueueState(
+        str(row["name"]), ready, unacknowledged, int(row.get("consumers", 0)), str(row.get("leader") or "")
+    )

@@ -32,6 +32,7 @@ def as_dict(report: RunReport) -> dict[str, Any]:
                 "done": w.done,
                 "redelivered": w.redelivered,
                 "not_finished": w.not_finished,
+                "broker_nodes": w.nodes,
             }
             for w in report.workers
         ],

@@ -13,7 +13,7 @@ def render(report: RunReport, picture: str) -> str:
     if report.missing:
         lines += ["## What is missing", ""] + [f"- {statement}" for statement in report.missing] + [""]
     lines += ["## Timeline", "", f"![One lane per worker, a bar per task]({picture})", ""]
-    lines += ["## Workers", "", *_table(tables.WORKER_HEADER, tables.worker_rows(report)), ""]
+    lines += ["## Workers", "", *_table(tables.worker_header(report), tables.worker_rows(report)), ""]
     rows, _ = tables.task_rows(report, all_tasks=True)
     lines += ["## Tasks", "", *_table(tables.TASK_HEADER, rows), ""]
     if report.foreign:

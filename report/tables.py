@@ -28,15 +28,23 @@ def broker_line(report: RunReport) -> str:
     state = report.queue_state
     if state is None:
         return "broker: not read (see what is missing)"
+    led = f", led by {state.leader}" if state.leader else ""
     return (
         f"broker now: queue '{state.name}' holds {state.ready} ready and "
-        f"{state.unacknowledged} unacknowledged, {state.consumers} consumers"
+        f"{state.unacknowledged} unacknowledged, {state.consumers} consumers{led}"
     )
 
 
+def worker_header(report: RunReport) -> list[str]:
+    """With a cluster of brokers, a column says which node each worker consumed from, and to which it moved."""
+    return WORKER_HEADER + (["broker node"] if len(report.broker_nodes) > 1 else [])
+
+
 def worker_rows(report: RunReport) -> list[list[str]]:
+    nodes = len(report.broker_nodes) > 1
     return [
         [w.worker, w.state, _counted(w.received), _counted(w.done), _counted(w.redelivered), _counted(w.not_finished)]
+        + ([" -> ".join(w.nodes) or "?"] if nodes else [])
         for w in report.workers
     ]
 
@@ -74,7 +82,10 @@ def fault_lines(report: RunReport) -> list[str]:
     """``freeze on lab3/worker-1, 02:22:04 to 02:22:44 (40 s)``: the drills' faults during the run."""
     lines = []
     for f in report.faults:
-        where = f"{f.host}/{f.worker}" if f.worker else f"the broker ({f.host})"
+        if f.worker:
+            where = f"{f.host}/{f.worker}"
+        else:
+            where = f"broker node {f.host}" if f.fault.startswith("broker-node") else f"the broker ({f.host})"
         span = f"{clock(f.start)} to {clock(f.end)} ({f.end - f.start:.0f} s)" if f.end > f.start else clock(f.start)
         lines.append(f"{f.fault} on {where}, {span}")
     return lines

@@ -10,7 +10,7 @@ def render(report: RunReport) -> str:
     lines = [tables.heading(report), f"=> {report.verdict}", ""]
     if report.faults:
         lines += [f"fault: {line}" for line in tables.fault_lines(report)] + [""]
-    lines += columns(tables.WORKER_HEADER, tables.worker_rows(report))
+    lines += columns(tables.worker_header(report), tables.worker_rows(report))
     lines.append("")
     rows, left_out = tables.task_rows(report, all_tasks=False)
     lines += columns(tables.TASK_HEADER, rows)

@@ -892,11 +892,11 @@ def _lab_inventory(folder: Path, change: dict[str, object] | None = None) -> Pat
 SECOND_WORKER = f"{TEST_LAB.subnet_prefix}.12"  # testlab2's address
 # Each case asks for a change (a second worker per host, a mode, an image) that the preflight must stop.
 BAD_INPUTS = {
-    "no broker group": ({"broker": None}, ["-e", "workers_per_host=2"], "exactly one host in group broker (it has 0"),
+    "no broker group": ({"broker": None}, ["-e", "workers_per_host=2"], "needs one host in group broker, or an odd"),
     "two brokers": (
         {"broker/testlab2": {"ansible_host": SECOND_WORKER}},
         ["-e", "workers_per_host=2"],
-        "(it has 2: testlab1, testlab2)",
+        "two survive nothing that one does not; it has 2: testlab1, testlab2)",
     ),
     "workers_per_host 0": (
         {"workers/testlab2": {"ansible_host": SECOND_WORKER, "workers_per_host": 0}},

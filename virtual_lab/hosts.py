@@ -83,6 +83,8 @@ class Lab:
 
 DEFAULT_LAB = Lab()
 TEST_LAB = Lab(name="testlab", subnet_prefix="10.210.1")
+# The tests' cluster of brokers: a lab of its own, so that neither reshapes the other.
+CLUSTER_LAB = Lab(name="clusterlab", subnet_prefix="10.210.2")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,201 @@
+"""A cluster of three brokers on a lab of its own, through ansible-playbook only.
+
+The lab grows from one broker to three with tasks waiting, a re-run changes
+nothing, workers on two hosts consume from two nodes, the node that leads the
+queue is killed mid-run and nothing is lost, and teardown undoes the cluster
+so that site.yml forms it again. One deployment serves the module; each test
+says which it needs (``cluster``), so that any one runs alone.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+
+from machine import engine, images
+from virtual_lab import hosts, lab_runs
+from virtual_lab.hosts import CLUSTER_LAB
+from virtual_lab.lab_runs import done_by, on, on_result, recap, run_id_of, unfinished, wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.lab]
+
+BROKERS = [f"{CLUSTER_LAB.name}{i}" for i in (1, 2, 3)]
+WORKERS = [f"{CLUSTER_LAB.name}{i}" for i in (4, 5)]
+NODES = {f"rabbit@{host}" for host in BROKERS}
+FAST = ("-e", "seconds_per_dot=0.2", "-e", "heartbeat_seconds=3")
+
+
+def playbook(name: str, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return lab_runs.playbook(CLUSTER_LAB, name, *FAST, *args, inventory=inventory)
+
+
+def succeeded(done: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return {host: counts["changed"] for host, counts in recap(done.stdout).items()}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[docker.DockerClient]:
+    client = engine.ensure_engine()
+    images.program_images(client)
+    hosts.down(client, CLUSTER_LAB)
+    hosts.up(client, 6, CLUSTER_LAB, brokers=3)
+    _state["formed"] = False
+    yield client
+    hosts.down(client, CLUSTER_LAB)
+
+
+_state = {"formed": False}
+
+
+@pytest.fixture
+def cluster(lab: docker.DockerClient) -> docker.DockerClient:
+    """The lab deployed with its three brokers (site.yml, unless it already is)."""
+    if not _state["formed"]:
+        succeeded(playbook("site.yml"))
+        _state["formed"] = True
+    wait_until(lambda: consumers(lab) == 2, 60, "two consumers")
+    return lab
+
+
+def one_broker_inventory(folder: Path) -> Path:
+    """The lab's inventory with testlab1 alone in group broker: a lab before it grows."""
+    document = yaml.safe_load(CLUSTER_LAB.inventory.read_text())
+    document["all"]["children"]["broker"]["hosts"] = {BROKERS[0]: {"ansible_host": f"{CLUSTER_LAB.subnet_prefix}.11"}}
+    path = folder / "hosts.yml"
+    path.write_text(yaml.safe_dump(document))
+    (folder / "group_vars").symlink_to(CLUSTER_LAB.inventory.parent / "group_vars")
+    return path
+
+
+def rabbitmqctl(client: docker.DockerClient, host: str, *args: str) -> object:
+    return json.loads(on(client, host, "rabbitmqctl", *args, "--quiet", "--formatter", "json") or "null")
+
+
+def members(client: docker.DockerClient, host: str) -> set[str]:
+    """The nodes a node says are running in its cluster."""
+    status = rabbitmqctl(client, host, "cluster_status")
+    assert isinstance(status, dict)
+    return set(status["running_nodes"])
+
+
+def task_queue(client: docker.DockerClient, host: str = BROKERS[0]) -> dict:
+    columns = ("name", "messages_ready", "messages_unacknowledged", "consumers", "leader", "members")
+    rows = rabbitmqctl(client, host, "list_queues", "-p", "workqueue", *columns)
+    assert isinstance(rows, list)
+    return next((row for row in rows if row["name"] == "task_queue"), {})
+
+
+def consumers(client: docker.DockerClient) -> int:
+    return int(task_queue(client).get("consumers", 0))
+
+
+def settled(client: docker.DockerClient, host: str = BROKERS[0]) -> None:
+    """The queue ends with nothing ready and nothing unacknowledged (a quorum queue's counts lag by seconds)."""
+
+    def empty() -> bool:
+        row = task_queue(client, host)
+        return (row.get("messages_ready"), row.get("messages_unacknowledged")) == (0, 0)
+
+    wait_until(empty, 30, "an empty task_queue")
+
+
+def consuming_node(client: docker.DockerClient, host: str) -> str:
+    """The broker node a worker host's worker consumes from now."""
+    events = lab_runs.container_events(client, host)
+    return [e["node"] for e in events if e["event"] == "consuming"][-1]
+
+
+def all_done(client: docker.DockerClient, run_id: str, count: int, timeout: float = 90) -> dict[int, list[str]]:
+    wait_until(lambda: len(done_by(client, WORKERS, run_id)) == count, timeout, f"{count} tasks done")
+    return done_by(client, WORKERS, run_id)
+
+
+def test_a_lab_grows_from_one_broker_to_three_and_no_waiting_task_is_lost(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    one = one_broker_inventory(tmp_path)
+    succeeded(playbook("site.yml", inventory=one))
+    _state["formed"] = False
+    assert members(lab, BROKERS[0]) == {"rabbit@clusterlab1"}
+    for host in WORKERS:  # tasks wait in the one broker's queue while no worker consumes
+        on(lab, host, "docker", "stop", "workqueue-worker-1")
+    run_id = run_id_of(playbook("produce.yml", "-e", "task_count=6", inventory=one).stdout)
+    wait_until(lambda: task_queue(lab).get("messages_ready") == 6, 30, "six tasks waiting")
+
+    started = time.monotonic()
+    succeeded(playbook("site.yml"))  # the inventory's three brokers
+    grew = time.monotonic() - started
+    _state["formed"] = True
+    for host in BROKERS:
+        assert members(lab, host) == NODES, host
+    assert set(task_queue(lab)["members"]) == NODES  # the queue gained a replica on each new node
+    done = all_done(lab, run_id, 6)
+    assert sorted(done) == [1, 2, 3, 4, 5, 6]
+    settled(lab)
+    print(f"site.yml grew the cluster from one broker to three in {grew:.0f} s")
+
+
+def test_a_rerun_and_a_check_change_nothing(cluster: docker.DockerClient) -> None:
+    assert set(succeeded(playbook("site.yml")).values()) == {0}
+    assert set(succeeded(playbook("site.yml", "--check")).values()) == {0}
+    for host in BROKERS:
+        assert members(cluster, host) == NODES
+
+
+def test_workers_on_two_hosts_use_two_nodes_and_share_the_tasks(cluster: docker.DockerClient) -> None:
+    nodes = {host: consuming_node(cluster, host) for host in WORKERS}
+    assert len(set(nodes.values())) == 2, nodes  # spread over the cluster, not all on its first node
+    run_id = run_id_of(playbook("produce.yml", "-e", "task_count=6").stdout)
+    done = all_done(cluster, run_id, 6)
+    by_host = {host: sorted(seq for seq, by in done.items() if host in by) for host in WORKERS}
+    assert sorted(len(seqs) for seqs in by_host.values()) == [3, 3], by_host  # round-robin
+
+
+def test_the_node_leading_the_queue_killed_mid_run_loses_nothing(cluster: docker.DockerClient, tmp_path: Path) -> None:
+    leader = task_queue(cluster)["leader"]
+    run_id = run_id_of(playbook("produce.yml", "-e", "task_count=8", "-e", "task_message=work..........").stdout)
+    wait_until(lambda: any(unfinished(cluster, host, run_id) for host in WORKERS), 30, "a task in hand")
+    killed = time.time()
+    succeeded(playbook("drill.yml", "-e", "fault=broker-node-kill"))  # target: the leader
+    done = all_done(cluster, run_id, 8, timeout=120)
+    assert sorted(done) == list(range(1, 9))
+    alive = next(host for host in BROKERS if f"rabbit@{host}" != leader)
+    assert task_queue(cluster, alive)["leader"] != leader  # another node took the lead
+    settled(cluster, alive)
+
+    done_run = playbook("report.yml", "-e", f"run_id={run_id}", "-e", f"report_dir={tmp_path}")
+    assert done_run.returncode == 0, done_run.stdout[-3000:]
+    report = json.loads(next(tmp_path.glob("*/report.json")).read_text())
+    assert report["counts"].get("lost", 0) == 0 and report["counts"]["done"] == 8
+    assert [f["fault"] for f in report["faults"]] == ["broker-node-kill"]
+    again = [
+        e["ts"]
+        for host in WORKERS
+        for e in lab_runs.container_events(cluster, host)
+        if e["event"] == "consuming" and e["ts"] > killed
+    ]
+    print(f"leader {leader} killed: a worker consuming again after {min(again) - killed:.1f} s")
+
+
+def test_teardown_undoes_the_cluster_and_site_forms_it_again(cluster: docker.DockerClient) -> None:
+    succeeded(playbook("teardown.yml"))
+    _state["formed"] = False
+    assert CLUSTER_LAB.credentials is not None
+    cookie = (CLUSTER_LAB.credentials / "erlang-cookie").read_text().split()[0]
+    for host in BROKERS:
+        assert members(cluster, host) == {f"rabbit@{host}"}, host  # alone again
+        # Started alone, the node made a cookie of its own: the cluster's is gone.
+        assert on_result(cluster, host, "cat", "/var/lib/rabbitmq/.erlang.cookie")[1].strip() != cookie
+        assert "workqueue-lab" not in on(cluster, host, "cat", "/etc/hosts")
+    succeeded(playbook("site.yml"))
+    _state["formed"] = True
+    for host in BROKERS:
+        assert members(cluster, host) == NODES

@@ -25,6 +25,7 @@ class LiveWorker:
     # Tasks from other producers (a student's), counted apart from any run.
     foreign_received: int = 0
     foreign_done: int = 0
+    node: str = ""  # the broker node it consumes from (host:port), when it said
 
     @property
     def state(self) -> str:
@@ -54,6 +55,7 @@ class LiveState:
         if kind in ("alive", "worker_started", "consuming"):
             self.mode = Mode.named(event.get("mode")) or self.mode
             worker.connection = "consuming"
+            worker.node = str(event.get("node") or worker.node)
             return
         if kind == "worker_stopped":
             worker.connection, worker.held = "stopped", []
@@ -113,6 +115,11 @@ class LiveState:
         """Tasks the live workers hold: what the broker counts as unacknowledged in ack mode."""
         return sum(len(w.held) for w in self.workers.values() if w.connection != "stopped")
 
+    @property
+    def nodes_column(self) -> bool:
+        """With a cluster of brokers, the rows say which node each worker consumes from."""
+        return len({w.node for w in self.workers.values() if w.node}) > 1
+
     def rows(self, now: float) -> list[list[str]]:
         rows = []
         for worker in sorted(self.workers.values(), key=lambda w: w.name):
@@ -128,6 +135,7 @@ class LiveState:
                     str(worker.done),
                     str(worker.redelivered),
                     str(worker.abandoned),
+                    *([worker.node or "?"] if self.nodes_column else []),
                 ]
             )
         return rows

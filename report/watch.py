@@ -165,7 +165,7 @@ def render(
     lines.append("")
     rows = state.rows(now)
     if rows:
-        lines += columns(HEADER, rows)
+        lines += columns(HEADER + (["broker node"] if state.nodes_column else []), rows)
     else:
         lines.append("no worker heard yet: each one speaks within 5 s once it consumes")
     return "\n".join(lines)

@@ -446,3 +446,47 @@ def test_a_drills_fault_is_listed_and_drawn_as_a_band_on_the_lanes_it_touched(tm
     bands = [r for r in picture.iter("{http://www.w3.org/2000/svg}rect") if r.get("fill-opacity") == "0.18"]
     assert len(bands) == 1, "one band, on lab3's lane only"
     assert any((t.text or "") == "freeze 40 s" for t in picture.iter("{http://www.w3.org/2000/svg}text"))
+
+
+def test_the_live_view_names_each_workers_broker_node_with_a_cluster() -> None:
+    state = LiveState()
+    state.apply({"event": "consuming", "ts": 1.0, "host": "lab4", "worker": "worker-1", "node": "10.0.0.11:5672"})
+    assert not state.nodes_column  # one node: nothing to tell apart
+    state.apply({"event": "consuming", "ts": 2.0, "host": "lab5", "worker": "worker-1", "node": "10.0.0.12:5672"})
+    assert state.nodes_column
+    assert [row[-1] for row in state.rows(3.0)] == ["10.0.0.11:5672", "10.0.0.12:5672"]
+
+
+def test_the_report_names_each_workers_broker_node_before_and_after_its_node_went() -> None:
+    from report import tables
+    from report.gathered import Container, Gathered
+
+    run, start = "20261128-120000-abcd", 100.0
+    producer = [{"event": "run_started", "ts": start, "run_id": run, "count": 2, "mode": "ack", "queue": "task_queue"}]
+    a = [
+        {"event": "consuming", "ts": 90.0, "node": "10.0.0.11:5672"},
+        {"event": "received", "ts": 101.0, "run_id": run, "seq": 1},
+        {"event": "connection_lost", "ts": 102.0},
+        {"event": "consuming", "ts": 104.0, "node": "10.0.0.12:5672"},
+        {"event": "received", "ts": 104.5, "run_id": run, "seq": 1, "redelivered": True},
+        {"event": "done", "ts": 105.0, "run_id": run, "seq": 1},
+    ]
+    b = [
+        {"event": "consuming", "ts": 80.0, "node": "10.0.0.11:5672"},
+        {"event": "consuming", "ts": 95.0, "node": "10.0.0.13:5672"},  # before the run: only its last counts
+        {"event": "received", "ts": 101.0, "run_id": run, "seq": 2},
+        {"event": "done", "ts": 102.0, "run_id": run, "seq": 2},
+    ]
+    gathered = Gathered(
+        containers=[
+            Container("lab4", "workqueue-worker-1", True, "Up", a),
+            Container("lab5", "workqueue-worker-1", True, "Up", b),
+        ],
+        producer_events=producer,
+        queues=[],
+    )
+    report = fates.build(gathered, run)
+    assert [w.nodes for w in report.workers] == [["10.0.0.11:5672", "10.0.0.12:5672"], ["10.0.0.13:5672"]]
+    assert tables.worker_header(report)[-1] == "broker node"
+    assert [row[-1] for row in tables.worker_rows(report)] == ["10.0.0.11:5672 -> 10.0.0.12:5672", "10.0.0.13:5672"]
+    assert report.count(fates.DONE) == 2 and report.count(fates.LOST) == 0

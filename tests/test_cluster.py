@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from machine import engine, images
+from tests.secret_places import CommandLines, where_secrets_show
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import CLUSTER_LAB
 from virtual_lab.lab_runs import done_by, on, on_result, recap, run_id_of, unfinished, wait_until
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.lab]
 BROKERS = [f"{CLUSTER_LAB.name}{i}" for i in (1, 2, 3)]
 WORKERS = [f"{CLUSTER_LAB.name}{i}" for i in (4, 5)]
 NODES = {f"rabbit@{host}" for host in BROKERS}
+ALL_HOSTS = [f"{CLUSTER_LAB.name}{i}" for i in range(1, 7)]
 FAST = ("-e", "seconds_per_dot=0.2", "-e", "heartbeat_seconds=3")
 
 
@@ -185,17 +187,31 @@ def test_the_node_leading_the_queue_killed_mid_run_loses_nothing(cluster: docker
     print(f"leader {leader} killed: a worker consuming again after {min(again) - killed:.1f} s")
 
 
-def test_teardown_undoes_the_cluster_and_site_forms_it_again(cluster: docker.DockerClient) -> None:
+def test_teardown_undoes_the_cluster_and_site_forms_it_again_with_no_secret_shown(
+    cluster: docker.DockerClient,
+) -> None:
     succeeded(playbook("teardown.yml"))
     _state["formed"] = False
     assert CLUSTER_LAB.credentials is not None
-    cookie = (CLUSTER_LAB.credentials / "erlang-cookie").read_text().split()[0]
+    cookie_file = CLUSTER_LAB.credentials / "erlang-cookie"
+    cookie = cookie_file.read_text().split()[0]
+    password = (CLUSTER_LAB.credentials / "rabbitmq-workqueue-password").read_text().strip()
+    assert cookie_file.stat().st_mode & 0o077 == 0 and len(cookie) >= 20
     for host in BROKERS:
         assert members(cluster, host) == {f"rabbit@{host}"}, host  # alone again
         # Started alone, the node made a cookie of its own: the cluster's is gone.
         assert on_result(cluster, host, "cat", "/var/lib/rabbitmq/.erlang.cookie")[1].strip() != cookie
         assert "workqueue-lab" not in on(cluster, host, "cat", "/etc/hosts")
-    succeeded(playbook("site.yml"))
+
+    with CommandLines(cluster, ALL_HOSTS) as command_lines:
+        done = playbook("site.yml", "-vvvv")
+    succeeded(done)
     _state["formed"] = True
     for host in BROKERS:
         assert members(cluster, host) == NODES
+        assert on(cluster, host, "stat", "-c", "%U %a", "/var/lib/rabbitmq/.erlang.cookie").strip() == "rabbitmq 400"
+    # The cookie and the password on no command line (the sampler saw the joins go by), journal, log or output.
+    assert any("join_cluster" in line for line in command_lines.seen[BROKERS[1]].splitlines())
+    for host, seen in command_lines.seen.items():
+        assert cookie not in seen and password not in seen, host
+    assert where_secrets_show(cluster, ALL_HOSTS, [cookie, password], done.stdout + done.stderr) == []

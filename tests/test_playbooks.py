@@ -29,6 +29,7 @@ import yaml
 
 from machine import engine, images
 from report import lab_settings
+from tests.secret_places import CommandLines, where_secrets_show
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import TEST_LAB
 from virtual_lab.lab_runs import done_by, on, on_result, recap, run_id_of, unfinished, wait_until
@@ -701,51 +702,12 @@ def test_guest_remote_access_mode(lab: docker.DockerClient) -> None:
 # --- secrets: the password on no command line, journal, log or output; a new one reaches every worker; TLS
 
 ALL_HOSTS = (BROKER, *WORKERS, PRODUCER)
-SAMPLER = (
-    "touch /tmp/sampling; rm -f /tmp/ps-samples /tmp/ps-count; i=0;"
-    " while [ -e /tmp/sampling ] && [ $i -lt 4000 ]; do ps -eo args >> /tmp/ps-samples; i=$((i+1)); sleep 0.05; done;"
-    " echo $i > /tmp/ps-count"
-)
-
-
-class CommandLines:
-    """Every process's command line on the lab's hosts, every 50 ms, while the block runs (at most 4000 times)."""
-
-    def __init__(self, client: docker.DockerClient) -> None:
-        self.client = client
-        self.seen: dict[str, str] = {}
-
-    def __enter__(self) -> CommandLines:
-        for host in ALL_HOSTS:
-            self.client.containers.get(host).exec_run(["sh", "-c", SAMPLER], detach=True)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for host in ALL_HOSTS:
-            on(self.client, host, "rm", "-f", "/tmp/sampling")
-        for host in ALL_HOSTS:
-            wait_until(lambda h=host: on_result(self.client, h, "test", "-s", "/tmp/ps-count")[0] == 0, 10, "sampler")
-            self.seen[host] = on(self.client, host, "cat", "/tmp/ps-samples")
-            assert int(on(self.client, host, "cat", "/tmp/ps-count")) >= 20, f"the sampler ran on {host}"
-
-
-def where_secrets_show(client: docker.DockerClient, secrets: list[str], *outputs: str) -> list[str]:
-    """Where on the lab any of the secrets shows: every host's journal (every field) and /var/log, and the outputs."""
-    found = []
-    for host in ALL_HOSTS:
-        journal = on(client, host, "journalctl", "-o", "verbose", "--no-pager")
-        found += [f"{host} journal" for secret in secrets if secret in journal]
-        patterns = [arg for secret in secrets for arg in ("-e", secret)]
-        logs = on_result(client, host, "grep", "-rlF", *patterns, "/var/log")[1]
-        found += [f"{host} {path}" for path in logs.split()]
-    found += [f"output {i}" for i, output in enumerate(outputs) for secret in secrets if secret in output]
-    return found
 
 
 def test_no_secret_on_a_command_line_in_a_journal_a_log_or_the_output(lab: docker.DockerClient, tmp_path: Path) -> None:
     deploy(lab)
     password = CREDENTIALS.read_text().strip()
-    with CommandLines(lab) as command_lines:
+    with CommandLines(lab, ALL_HOSTS) as command_lines:
         outputs = [playbook("site.yml", *FAST, "-vvvv"), playbook("produce.yml", *FAST, "-vvvv", "-e", "task_count=2")]
         outputs.append(report(tmp_path, "-vvvv")[0])
     assert CREDENTIALS.stat().st_mode & 0o077 == 0, "the credentials file is readable by its owner only"
@@ -759,7 +721,7 @@ def test_no_secret_on_a_command_line_in_a_journal_a_log_or_the_output(lab: docke
     checks = [line for line in command_lines.seen[BROKER].splitlines() if "rabbitmqctl" in line]
     assert any("authenticate_user" in line for line in checks)
     assert "_CMDLINE=su rabbitmq" in on(lab, BROKER, "journalctl", "-o", "verbose", "--no-pager")
-    assert where_secrets_show(lab, [password], *(done.stdout + done.stderr for done in outputs)) == []
+    assert where_secrets_show(lab, ALL_HOSTS, [password], *(done.stdout + done.stderr for done in outputs)) == []
     inspected = {host: json.loads(on(lab, host, "docker", "inspect", *workers_on(lab, host))) for host in WORKERS}
     assert all(len(found) == 1 for found in inspected.values()), inspected.keys()
     assert password not in json.dumps(inspected)
@@ -784,7 +746,7 @@ def test_a_new_password_reaches_the_broker_and_every_worker_and_no_command_line(
     # --check says what would change, and changes nothing.
     checked = playbook("site.yml", *FAST, "-e", f"lab_password={new}", "--check")
     assert changed(checked)[BROKER] == 1 and can_log_in(old) and not can_log_in(new)
-    with CommandLines(lab) as command_lines:
+    with CommandLines(lab, ALL_HOSTS) as command_lines:
         done = deploy(lab, "-e", f"lab_password={new}")
     assert done is not None
     # The broker's password, each worker host's file and its restarted worker, the producer's file: nothing else.
@@ -796,7 +758,7 @@ def test_a_new_password_reaches_the_broker_and_every_worker_and_no_command_line(
     wait_until(lambda: len(done_seqs(lab, run_id)) == 4, 30, "four tasks done with the new password")
     assert {host for hosts_ in done_seqs(lab, run_id).values() for host in hosts_} == set(WORKERS)
     assert all(new not in seen and old not in seen for seen in command_lines.seen.values())
-    assert where_secrets_show(lab, [old, new], done.stdout) == []
+    assert where_secrets_show(lab, ALL_HOSTS, [old, new], done.stdout) == []
     again = playbook("site.yml", *FAST, "-e", f"lab_password={new}")
     assert changed(again) == dict.fromkeys(changed(again), 0)
 
@@ -856,7 +818,7 @@ def test_tls_workers_verify_the_broker_and_plain_amqp_is_closed_to_the_network(
     done, data = report(tmp_path, *TLS, "-e", f"run_id={run_id}")
     assert data["counts"] == {"done": 6} and f"6 sent, 6 done, 0 lost; 1 redelivered (#{held} " in done.stdout
     key_lines = [key.read_text().splitlines()[1] for key in keys]
-    assert where_secrets_show(lab, key_lines, again.stdout, done.stdout) == []
+    assert where_secrets_show(lab, ALL_HOSTS, key_lines, again.stdout, done.stdout) == []
 
     # Teardown leaves no key behind, on the hosts or here; and with TLS off the lab is as before.
     disturbed()

@@ -1,0 +1,52 @@
+"""Where a secret could show on a lab's hosts: command lines (sampled), journals, /var/log, and outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import docker
+
+from virtual_lab.lab_runs import on, on_result, wait_until
+
+SAMPLER = (
+    "touch /tmp/sampling; rm -f /tmp/ps-samples /tmp/ps-count; i=0;"
+    " while [ -e /tmp/sampling ] && [ $i -lt 4000 ]; do ps -eo args >> /tmp/ps-samples; i=$((i+1)); sleep 0.05; done;"
+    " echo $i > /tmp/ps-count"
+)
+
+
+class CommandLines:
+    """Every process's command line on the hosts, every 50 ms, while the block runs (at most 4000 times)."""
+
+    def __init__(self, client: docker.DockerClient, hosts: Sequence[str]) -> None:
+        self.client = client
+        self.hosts = hosts
+        self.seen: dict[str, str] = {}
+
+    def __enter__(self) -> CommandLines:
+        for host in self.hosts:
+            self.client.containers.get(host).exec_run(["sh", "-c", SAMPLER], detach=True)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for host in self.hosts:
+            on(self.client, host, "rm", "-f", "/tmp/sampling")
+        for host in self.hosts:
+            wait_until(lambda h=host: on_result(self.client, h, "test", "-s", "/tmp/ps-count")[0] == 0, 10, "sampler")
+            self.seen[host] = on(self.client, host, "cat", "/tmp/ps-samples")
+            assert int(on(self.client, host, "cat", "/tmp/ps-count")) >= 20, f"the sampler ran on {host}"
+
+
+def where_secrets_show(
+    client: docker.DockerClient, hosts: Sequence[str], secrets: list[str], *outputs: str
+) -> list[str]:
+    """Where any of the secrets shows: every host's journal (every field) and /var/log, and the outputs."""
+    found = []
+    for host in hosts:
+        journal = on(client, host, "journalctl", "-o", "verbose", "--no-pager")
+        found += [f"{host} journal" for secret in secrets if secret in journal]
+        patterns = [arg for secret in secrets for arg in ("-e", secret)]
+        logs = on_result(client, host, "grep", "-rlF", *patterns, "/var/log")[1]
+        found += [f"{host} {path}" for path in logs.split()]
+    found += [f"output {i}" for i, output in enumerate(outputs) for secret in secrets if secret in output]
+    return found

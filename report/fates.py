@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from report.foreign import ForeignTask, foreign_tasks
 from report.foreign import summary as foreign_summary
 from report.gathered import Container, Event, Fault, Gathered, QueueState
-from workqueue.queues import Mode, queue_spec
+from workqueue.queues import DEAD_LETTER_QUEUE, Mode, queue_spec
 from workqueue.tasks import seq_list
 
 DONE, LOST, REQUEUED, IN_PROGRESS = "done", "lost", "requeued", "in progress"
@@ -128,6 +128,9 @@ class RunReport:
     faults: list[Fault] = field(default_factory=list)
     # noack: when the broker went during the run (every worker lost its connection), if it did.
     broker_went: float | None = None
+    # ack: the tasks the broker holds in task_queue.rejected (a worker refused them, or they passed
+    # the delivery limit of the lab's policy), whichever run they came from; None: not read.
+    dead_lettered: int | None = None
 
     def count(self, fate: str) -> int:
         return sum(1 for task in self.tasks if task.fate == fate)
@@ -217,6 +220,7 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
         foreign=foreign_tasks(gathered, run_id, run_start),
         faults=_faults_during(gathered.faults, attempts, run_start),
         broker_went=broker_went,
+        dead_lettered=_dead_lettered(gathered.queues) if mode is Mode.ACK else None,
     )
 
 
@@ -281,6 +285,11 @@ def _sent(
 def _queue_of(mode: Mode | None) -> str | None:
     """The queue a mode uses (its default type: the name is the same for both)."""
     return queue_spec(mode).name if mode is not None else None
+
+
+def _dead_lettered(queues: list[QueueState] | None) -> int | None:
+    held = _queue(queues, DEAD_LETTER_QUEUE)
+    return held.ready + held.unacknowledged if held is not None else None
 
 
 def _queue(queues: list[QueueState] | None, name: str | None) -> QueueState | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from report.fates import DONE, Attempt, RunReport, clock
+from workqueue.queues import DEAD_LETTER_QUEUE
 from workqueue.tasks import seq_list
 
 # A terminal lists every task up to this many; beyond, only those not simply done once.
@@ -29,9 +30,15 @@ def broker_line(report: RunReport) -> str:
     if state is None:
         return "broker: not read (see what is missing)"
     led = f", led by {state.leader}" if state.leader else ""
+    # Never dropped silently: what a worker refused, or what passed the policy's delivery limit.
+    kept = (
+        f"; {report.dead_lettered} in '{DEAD_LETTER_QUEUE}' (refused, or redelivered past the delivery limit)"
+        if report.dead_lettered
+        else ""
+    )
     return (
         f"broker now: queue '{state.name}' holds {state.ready} ready and "
-        f"{state.unacknowledged} unacknowledged, {state.consumers} consumers{led}"
+        f"{state.unacknowledged} unacknowledged, {state.consumers} consumers{led}{kept}"
     )
 
 

@@ -13,9 +13,11 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
+import pika
 import pytest
 import yaml
 
@@ -31,6 +33,7 @@ BROKERS = [f"{CLUSTER_LAB.name}{i}" for i in (1, 2, 3)]
 WORKERS = [f"{CLUSTER_LAB.name}{i}" for i in (4, 5)]
 NODES = {f"rabbit@{host}" for host in BROKERS}
 ALL_HOSTS = [f"{CLUSTER_LAB.name}{i}" for i in range(1, 7)]
+PRODUCER = ALL_HOSTS[-1]
 FAST = ("-e", "seconds_per_dot=0.2", "-e", "heartbeat_seconds=3")
 
 
@@ -160,6 +163,23 @@ def test_workers_on_two_hosts_use_two_nodes_and_share_the_tasks(cluster: docker.
     by_host = {host: sorted(seq for seq, by in done.items() if host in by) for host in WORKERS}
     assert sorted(len(seqs) for seqs in by_host.values()) == [3, 3], by_host  # round-robin
 
+    # A poison task (empty), sent through the second node: a worker rejects it, the cluster keeps it.
+    assert CLUSTER_LAB.credentials is not None
+    password = (CLUSTER_LAB.credentials / "rabbitmq-workqueue-password").read_text().strip()
+    credentials = pika.PlainCredentials("workqueue", password)
+    address = f"{CLUSTER_LAB.subnet_prefix}.12"
+    connection = pika.BlockingConnection(pika.ConnectionParameters(address, 5672, "workqueue", credentials))
+    connection.channel().basic_publish("", "task_queue", b"", pika.BasicProperties(delivery_mode=2))
+    connection.close()
+
+    def rejected() -> int:
+        rows = rabbitmqctl(cluster, BROKERS[2], "list_queues", "-p", "workqueue", "name", "messages_ready")
+        assert isinstance(rows, list)
+        return next((row["messages_ready"] for row in rows if row["name"] == "task_queue.rejected"), 0)
+
+    wait_until(lambda: rejected() == 1, 30, "the empty task in task_queue.rejected")
+    on(cluster, BROKERS[0], "rabbitmqctl", "purge_queue", "-p", "workqueue", "task_queue.rejected")
+
 
 def test_the_node_leading_the_queue_killed_mid_run_loses_nothing(cluster: docker.DockerClient, tmp_path: Path) -> None:
     leader = task_queue(cluster)["leader"]
@@ -185,6 +205,41 @@ def test_the_node_leading_the_queue_killed_mid_run_loses_nothing(cluster: docker
         if e["event"] == "consuming" and e["ts"] > killed
     ]
     print(f"leader {leader} killed: a worker consuming again after {min(again) - killed:.1f} s")
+
+
+def test_two_nodes_of_three_down_the_producer_names_what_was_not_confirmed_and_loses_none_it_was(
+    cluster: docker.DockerClient, tmp_path: Path
+) -> None:
+    """The last node has no majority: it pauses (pause_minority), and no task is confirmed until the others return."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        spread = ("-e", "task_count=20", "-e", "publish_rate=2", "-e", "task_message=t")
+        producing = pool.submit(playbook, "produce.yml", *spread)
+
+        def publishing() -> bool:
+            return "workqueue-producer" in on(cluster, PRODUCER, "docker", "ps", "--format", "{{.Names}}")
+
+        wait_until(publishing, 60, "the producer publishing")
+        time.sleep(3)  # a few tasks confirmed first
+        for host in BROKERS[1:]:
+            on(cluster, host, "systemctl", "stop", "rabbitmq-server")
+        try:
+            produced = producing.result(timeout=300)
+        finally:
+            for host in BROKERS[1:]:
+                on(cluster, host, "systemctl", "start", "rabbitmq-server")
+    assert produced.returncode != 0
+    said = " ".join(produced.stdout.split())
+    assert "of 20 tasks not confirmed by the broker: #" in said, said[-2000:]
+    run_id = run_id_of(produced.stdout)
+    wait_until(lambda: consumers(cluster) == 2, 120, "the workers consuming again")
+    done_run = playbook("report.yml", "-e", f"run_id={run_id}", "-e", f"report_dir={tmp_path}")
+    assert done_run.returncode == 0, done_run.stdout[-3000:]
+    report = json.loads(next(tmp_path.glob("*/report.json")).read_text())
+    unconfirmed = {t["seq"] for t in report["tasks"] if t["fate"] == "not sent"}
+    confirmed = set(range(1, 21)) - unconfirmed
+    assert unconfirmed and confirmed, report["verdict"]
+    # Every task the broker confirmed is done once the nodes are back: nothing confirmed was lost.
+    wait_until(lambda: confirmed <= set(done_by(cluster, WORKERS, run_id)), 120, "every confirmed task done")
 
 
 def test_teardown_undoes_the_cluster_and_site_forms_it_again_with_no_secret_shown(

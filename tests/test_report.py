@@ -490,3 +490,19 @@ def test_the_report_names_each_workers_broker_node_before_and_after_its_node_wen
     assert tables.worker_header(report)[-1] == "broker node"
     assert [row[-1] for row in tables.worker_rows(report)] == ["10.0.0.11:5672 -> 10.0.0.12:5672", "10.0.0.13:5672"]
     assert report.count(fates.DONE) == 2 and report.count(fates.LOST) == 0
+
+
+def test_the_report_says_what_the_dead_letter_queue_holds_in_ack_mode() -> None:
+    from report import tables
+    from report.gathered import Gathered, QueueState
+
+    run = "20261128-120000-abcd"
+    producer = [{"event": "run_started", "ts": 1.0, "run_id": run, "count": 0, "mode": "ack", "queue": "task_queue"}]
+    queues = [QueueState("task_queue", 0, 0, 2, "rabbit@lab2"), QueueState("task_queue.rejected", 2, 0, 0)]
+    report = fates.build(Gathered(producer_events=producer, queues=queues), run)
+    assert report.dead_lettered == 2
+    assert tables.broker_line(report).endswith(
+        "2 consumers, led by rabbit@lab2; 2 in 'task_queue.rejected' (refused, or redelivered past the delivery limit)"
+    )
+    empty = fates.build(Gathered(producer_events=producer, queues=queues[:1]), run)
+    assert empty.dead_lettered == 0 and "rejected" not in tables.broker_line(empty)

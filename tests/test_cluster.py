@@ -212,7 +212,7 @@ def test_two_nodes_of_three_down_the_producer_names_what_was_not_confirmed_and_l
 ) -> None:
     """The last node has no majority: it pauses (pause_minority), and no task is confirmed until the others return."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        spread = ("-e", "task_count=20", "-e", "publish_rate=2", "-e", "task_message=t")
+        spread = ("-e", "task_count=20", "-e", "publish_rate=2", "-e", "task_message=t", "-e", "connect_timeout=10")
         producing = pool.submit(playbook, "produce.yml", *spread)
 
         def publishing() -> bool:

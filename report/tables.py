@@ -42,13 +42,17 @@ def broker_line(report: RunReport) -> str:
     )
 
 
-def worker_header(report: RunReport) -> list[str]:
+def _with_nodes(report: RunReport) -> bool:
     """With a cluster of brokers, a column says which node each worker consumed from, and to which it moved."""
-    return WORKER_HEADER + (["broker node"] if len(report.broker_nodes) > 1 else [])
+    return len(report.broker_nodes) > 1
+
+
+def worker_header(report: RunReport) -> list[str]:
+    return WORKER_HEADER + (["broker node"] if _with_nodes(report) else [])
 
 
 def worker_rows(report: RunReport) -> list[list[str]]:
-    nodes = len(report.broker_nodes) > 1
+    nodes = _with_nodes(report)
     return [
         [w.worker, w.state, _counted(w.received), _counted(w.done), _counted(w.redelivered), _counted(w.not_finished)]
         + ([" -> ".join(w.nodes) or "?"] if nodes else [])

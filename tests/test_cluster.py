@@ -270,3 +270,15 @@ def test_teardown_undoes_the_cluster_and_site_forms_it_again_with_no_secret_show
     for host, seen in command_lines.seen.items():
         assert cookie not in seen and password not in seen, host
     assert where_secrets_show(cluster, ALL_HOSTS, [cookie, password], done.stdout + done.stderr) == []
+
+
+def test_a_node_stopped_for_a_while_comes_back_into_the_cluster(cluster: docker.DockerClient) -> None:
+    host = BROKERS[2]
+    started = time.monotonic()
+    succeeded(playbook("drill.yml", "-e", "fault=broker-node-stop", "-e", f"target={host}", "-e", "duration=5"))
+    took = time.monotonic() - started
+    # It was down: its Erlang VM is younger than the drill, which lasted the duration.
+    age = int(on(cluster, host, "ps", "-o", "etimes=", "-C", "beam.smp").split()[0])
+    assert took >= 5 and age < took
+    for node in BROKERS:
+        wait_until(lambda n=node: members(cluster, n) == NODES, 60, f"{node} seeing the three nodes")

@@ -6,13 +6,15 @@ foreign.py    the tasks no run of the lab's producer sent (a student's)
 tables.py     the report as rows; terminal.py and markdown.py lay them out
 timeline.py   the picture: one lane per worker, a bar per task
 json_data.py  the same report as JSON
-live.py       the live view's state, from the events the workers publish
-watch.py      the live view while a run goes on (an AMQP client of the lab's broker)
+feed.py       what the live views hear from the broker: the programs' event feed, the queue's counts
+live.py       the terminal live view's state, from the events the workers publish
+watch.py      the terminal live view while a run goes on (make watch)
+web/          the live view in a browser (make watch-web): the timeline drawing itself
 lab_settings.py  the broker and its password, found from the inventory as the playbooks find them
 
-The live view lives here, beside the offline report, although it is a broker
-client: both tell the same story (the same task fates, the same words and
-tables) from the same events, one read from the hosts afterwards and one heard
-as they happen. Apart, the two would drift; what is AMQP in it is a small part
-of watch.py (listen, queue_count), over workqueue.connection.
+The live views live here, beside the offline report, although they are broker
+clients: all tell the same story (the same task fates, the same words, the
+same picture) from the same events, one read from the hosts afterwards and the
+others heard as they happen. Apart, they would drift; what is AMQP in them is
+feed.py and web/listener.py, over workqueue.connection.
 """

@@ -47,6 +47,10 @@ class LiveState:
     mode: Mode | None = None
     workers: dict[str, LiveWorker] = field(default_factory=dict)
 
+    def apply_all(self, events: list[Event]) -> None:
+        for event in events:
+            self.apply(event)
+
     def apply(self, event: Event) -> None:
         name = f"{event.get('host', '?')}/{event.get('worker', '?')}"
         worker = self.workers.setdefault(name, LiveWorker(name))

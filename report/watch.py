@@ -19,34 +19,25 @@ unacknowledged count is the tasks the workers hold, which the events tell.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from report import lab_settings
+from report import feed
 from report.live import LiveState
 from report.terminal import columns
 from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe
-from workqueue.output import read_events
-from workqueue.queues import EVENTS_EXCHANGE, Mode, QueueSpec, declare_events, queue_spec
+from workqueue.queues import Mode, QueueSpec, queue_spec
 from workqueue.tasks import RUN_ID
 
 PROG = "python -m report.watch"
 CLEAR = "\x1b[H\x1b[2J"
 HEADER = ["worker", "state", "in hand", "received", "done", "redelivered to it", "not finished"]
-
-
-@dataclass(frozen=True)
-class QueueCount:
-    ready: int | None  # None: the queue does not exist (yet)
-    consumers: int
 
 
 @dataclass(frozen=True)
@@ -59,30 +50,16 @@ class WatchConfig:
 
 def parse_args(argv: list[str] | None) -> WatchConfig:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    cli.add_broker_options(parser)
-    parser.add_argument(
-        "--inventory",
-        type=Path,
-        help="find the broker from this inventory when no --url or AMQP_URL is given "
-        "(default inventory/lab.yml, else the virtual lab's)",
-    )
+    feed.add_lab_options(parser)
     parser.add_argument("--run", help="follow this run (default: the newest one the workers work on)")
     parser.add_argument("--interval", help="seconds between refreshes (default 1)")
     parser.add_argument("--duration", help="stop after this many seconds (default 3600)")
     args = parser.parse_args(argv)
     if args.run is not None and not RUN_ID.match(args.run):
         parser.error(f"--run: {args.run!r} is not a run id like 20261127-120304-3fa2 (the producer prints it)")
-    if args.url is None and not os.environ.get("AMQP_URL"):
-        try:
-            settings = lab_settings.from_inventory(args.inventory or lab_settings.default_inventory())
-        except lab_settings.SettingsError as exc:
-            cli.fail(PROG, str(exc))
-        args.url = settings.url
-        args.password_file = args.password_file or settings.password_file
-        args.ca_file = args.ca_file or settings.ca_file
-        args.mode = args.mode or settings.mode
+    options = feed.resolve_lab_options(PROG, parser, args)
     return WatchConfig(
-        options=cli.resolve_broker_options(parser, args),
+        options=options,
         run=args.run,
         interval=cli.option(parser, args.interval, "--interval", "WATCH_INTERVAL", cli.non_negative_float, 1.0),
         duration=cli.option(parser, args.duration, "--duration", "WATCH_DURATION", cli.non_negative_float, 3600.0),
@@ -99,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     tty = sys.stdout.isatty()
     deadline = time.monotonic() + config.duration
     try:
-        listen(connection.channel(), state)
+        feed.listen(connection.channel(), state.apply_all)
         while True:
             # Hear the workers until the next refresh (pika returns early when events came in).
             next_frame = time.monotonic() + max(config.interval, 0.05)
@@ -108,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             # The workers say which mode they run in; until one speaks, the mode asked for.
             mode = state.mode or options.mode
             spec = queue_spec(mode) if mode is not options.mode else options.queue
-            counts_channel, count = queue_count(connection, counts_channel, spec)
+            counts_channel, count = feed.queue_count(connection, counts_channel, spec.name)
             frame = render(state, count, spec, mode, options, time.time())
             print(CLEAR + frame if tty else frame + "\n", flush=True)
             if time.monotonic() >= deadline:
@@ -120,34 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             connection.close()
 
 
-def listen(channel: BlockingChannel, state: LiveState) -> None:
-    """Hear the workers' events on a queue of our own, gone when we are."""
-    declare_events(channel)
-    ours = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-    channel.queue_bind(ours, EVENTS_EXCHANGE)
-
-    def heard(ch: BlockingChannel, method: object, properties: object, body: bytes) -> None:
-        for event in read_events(body.decode("utf-8", "replace").splitlines()):
-            state.apply(event)
-
-    channel.basic_consume(ours, heard, auto_ack=True)
-
-
-def queue_count(
-    connection: pika.BlockingConnection, channel: BlockingChannel | None, spec: QueueSpec
-) -> tuple[BlockingChannel | None, QueueCount]:
-    """The broker's count of ready tasks; a queue not declared yet closes the channel, so it is kept apart."""
-    if channel is None or not channel.is_open:
-        channel = connection.channel()
-    try:
-        declared = channel.queue_declare(spec.name, passive=True).method
-    except pika.exceptions.ChannelClosedByBroker:
-        return None, QueueCount(None, 0)
-    return channel, QueueCount(declared.message_count, declared.consumer_count)
-
-
 def render(
-    state: LiveState, count: QueueCount, spec: QueueSpec, mode: Mode, options: cli.BrokerOptions, now: float
+    state: LiveState, count: feed.QueueCount, spec: QueueSpec, mode: Mode, options: cli.BrokerOptions, now: float
 ) -> str:
     lines = [f"workqueue live view, {time.strftime('%H:%M:%S', time.localtime(now))} (Ctrl+C to stop)"]
     lines.append(f"broker: {options.broker.where}, {mode.value} mode")

@@ -32,7 +32,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe, node_of
 from workqueue.output import Output
-from workqueue.queues import Mode, QueueSpec, declare
+from workqueue.queues import EVENTS_EXCHANGE, Mode, QueueSpec, declare, declare_events
 from workqueue.tasks import new_run_id, seq_list, task_body, task_properties
 
 PROG = "new_task.py"
@@ -91,6 +91,7 @@ class Producer:
         self.node = node_of(self.connection)
         self.channel = self.connection.channel()
         declare(self.channel, self.options.queue)
+        declare_events(self.channel)
         if self.ack:
             self.channel.confirm_delivery()
 
@@ -100,6 +101,18 @@ class Producer:
     def close(self) -> None:
         if self.connection is not None and self.connection.is_open:
             self.connection.close()
+
+    def tell_feed(self) -> None:
+        """The run's events so far, to the live views' feed (best effort: the record is in the logs)."""
+        lines = self.out.take_feed()
+        if not lines or self.channel is None or not self.channel.is_open:
+            return
+        try:
+            self.channel.basic_publish(
+                EVENTS_EXCHANGE, "", lines.encode(), pika.BasicProperties(content_type="application/x-ndjson")
+            )
+        except (*LOST, pika.exceptions.NackError, pika.exceptions.UnroutableError):
+            pass
 
     def publish(self, run: Run, seq: int) -> bool:
         """Send one task; in ack mode, True once the broker confirmed it. Raises what a lost connection raises."""
@@ -151,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args, options = parse_args(argv)
     # As PID 1 in a container a process ignores SIGTERM unless it handles it.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    out = Output({"program": "producer"})
+    out = Output({"program": "producer"}, feed=True)
     try:
         return produce(args, options, out)
     finally:
@@ -174,6 +187,7 @@ def produce(args: argparse.Namespace, options: cli.BrokerOptions, out: Output) -
         queue=run.spec.name,
         node=producer.node,
     )
+    producer.tell_feed()
     lost_for_good = producer.publish_run(run, args.rate)
     out.event(
         "run_finished",
@@ -183,6 +197,7 @@ def produce(args: argparse.Namespace, options: cli.BrokerOptions, out: Output) -
         unconfirmed=run.not_sent,
         resent=run.resent,
     )
+    producer.tell_feed()
     again = f" ({len(run.resent)} sent again after a lost connection: {seq_list(run.resent)})" if run.resent else ""
     if producer.ack:
         out.say(f" [x] Run {run.run_id}: {len(run.sent)} sent, {len(run.sent)} confirmed by the broker{again}")

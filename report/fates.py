@@ -19,6 +19,7 @@ attempts, the producer's record and the broker's queues follows its fate:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -104,7 +105,7 @@ class WorkerSummary:
     @property
     def state(self) -> str:
         if self.running is None:
-            return "unknown"
+            return self.status or "unknown"
         if not self.running:
             return f"stopped at {clock(self.stopped_at)}" if self.stopped_at else "stopped"
         return f"running (stopped at {clock(self.stopped_at)}, started again)" if self.stopped_at else "running"
@@ -384,7 +385,8 @@ def _work_starts(attempts: list[Attempt]) -> None:
             attempt.work_started = max(attempt.received, free_at)
             if attempt.ended is not None and attempt.work_started > attempt.ended:
                 attempt.work_started = attempt.ended  # it never started: abandoned while waiting
-        free_at = max(free_at, attempt.ended or attempt.work_started)
+        # In its hands now: what came after it waits behind it, until now at least.
+        free_at = math.inf if attempt.ended is None else max(free_at, attempt.ended)
 
 
 def _fates(

@@ -39,7 +39,8 @@ WORDS = {
 }
 
 
-def render(report: RunReport, now: float) -> str:
+def render(report: RunReport, now: float, title: bool = True) -> str:
+    """The SVG; without ``title`` (the live web page says the run and the verdict itself), the lanes only."""
     attempts = [a for t in report.tasks for a in t.attempts]
     start = min([a.received for a in attempts] + ([report.started] if report.started is not None else []), default=now)
     end = max(
@@ -55,7 +56,7 @@ def render(report: RunReport, now: float) -> str:
 
     body: list[str] = []
     drawn: dict[int, tuple[float, float, float]] = {}  # id(attempt) -> its bar's start, end and middle height
-    y = 84.0
+    y = 84.0 if title else 40.0
     body += _axis(start, end, x, y - 12)
     lanes: list[tuple[WorkerSummary, float, float]] = []
     for worker in report.workers:
@@ -67,14 +68,16 @@ def render(report: RunReport, now: float) -> str:
     body += _moves(report, drawn)
     y = _undelivered(report, body, y)
     y = _legend(body, y + 6)
-    title = [
+    heading = [
         _text(8, 22, f"Run {report.run_id} ({report.mode.value if report.mode else '?'} mode)", size=16, weight="bold"),
         _text(8, 44, report.verdict, size=12),
     ]
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{y + 10:.0f}" '
         f'viewBox="0 0 {WIDTH} {y + 10:.0f}" font-family="DejaVu Sans, Verdana, sans-serif">\n'
-        f'<rect width="100%" height="100%" fill="white"/>\n' + "\n".join(title + body) + "\n</svg>\n"
+        f'<rect class="bg" width="100%" height="100%" fill="white"/>\n'
+        + "\n".join((heading if title else []) + body)
+        + "\n</svg>\n"
     )
 
 
@@ -89,7 +92,10 @@ def _lane(
 ) -> float:
     """One worker's lane: its name and state, a row of bars per overlap, the stop line. Returns its bottom."""
     height = max(2, min(len(rows), MAX_ROWS_PER_LANE)) * ROW + 8
-    body.append(f'<rect x="0" y="{y - 4}" width="{WIDTH}" height="{height}" fill="#f5f7f8"/>')
+    body.append(
+        f'<rect class="lane" x="0" y="{y - 4}" width="{WIDTH}" height="{height}" fill="#f5f7f8" '
+        f'data-worker="{escape(worker.worker)}" data-state="{escape(worker.state)}"/>'
+    )
     body.append(_text(8, y + 10, worker.worker, weight="bold"))
     body.append(_text(8, y + 24, worker.state, size=11, fill="#555"))
     for index, row in enumerate(rows[:MAX_ROWS_PER_LANE]):
@@ -104,7 +110,10 @@ def _lane(
             f'<line x1="{sx:.1f}" y1="{y - 6}" x2="{sx:.1f}" y2="{y + height - 2}" '
             f'stroke="{STOP}" stroke-width="2" stroke-dasharray="5,3"/>'
         )
-        body.append(_text(sx + 4, y + height - 6, f"docker stop {clock(worker.stopped_at)}", size=11, fill=STOP))
+        words = f"docker stop {clock(worker.stopped_at)}"
+        near_the_edge = sx + 4 + CHAR * len(words) > WIDTH  # then its words go to the left of the line
+        where = (sx - 4, "end") if near_the_edge else (sx + 4, "start")
+        body.append(_text(where[0], y + height - 6, words, size=11, fill=STOP, anchor=where[1]))
     return y + height
 
 
@@ -179,10 +188,11 @@ def _bar(attempt: Attempt, x: Scale, y: float, now: float, drawn: dict[int, tupl
     if x1 - x0 >= 1:
         parts.append(f'<rect x="{x0:.1f}" y="{y:.1f}" width="{x1 - x0:.1f}" height="{BAR}" fill="{WAITING}"/>')
     # A task delivered again wears an outline: the second (or later) delivery of the same task.
-    outline = ' stroke="#111" stroke-width="1.5"' if attempt.redelivered else ""
+    outline = ' class="again" stroke="#111" stroke-width="1.5"' if attempt.redelivered else ""
     tip = f"#{attempt.seq} {WORDS.get(attempt.outcome, attempt.outcome)}"
     parts.append(
-        f'<rect x="{x1:.1f}" y="{y:.1f}" width="{width:.1f}" height="{BAR}" fill="{colour}"{outline}>'
+        f'<rect x="{x1:.1f}" y="{y:.1f}" width="{width:.1f}" height="{BAR}" fill="{colour}"{outline} '
+        f'data-seq="{attempt.seq}" data-fate="{escape(attempt.outcome)}" data-worker="{escape(attempt.worker)}">'
         f"<title>{escape(tip)} ({clock(attempt.received)} to {clock(ended)})</title></rect>"
     )
     label = f"#{attempt.seq}" + (" again" if attempt.redelivered else "")
@@ -231,7 +241,7 @@ def _legend(body: list[str], y: float) -> float:
     ]
     # The outline and the arrow: a task given to another worker after its first one stopped.
     body.append(
-        f'<rect x="8" y="{y + BAR + 8}" width="14" height="{BAR}" fill="{COLOURS[DONE]}" '
+        f'<rect class="again" x="8" y="{y + BAR + 8}" width="14" height="{BAR}" fill="{COLOURS[DONE]}" '
         f'stroke="#111" stroke-width="1.5"/>'
     )
     body.append(
@@ -251,7 +261,16 @@ def _legend(body: list[str], y: float) -> float:
     return y + 2 * BAR + 16
 
 
-def _text(x: float, y: float, words: str, size: int = 12, fill: str = "#222", weight: str = "normal") -> str:
+# Text in these greys takes the theme's ink on the live web page (its dark theme); colours stay.
+INKS = {"#222": "ink", "#555": "muted", "#777": "muted"}
+
+
+def _text(
+    x: float, y: float, words: str, size: int = 12, fill: str = "#222", weight: str = "normal", anchor: str = "start"
+) -> str:
+    ink = f' class="{INKS[fill]}"' if fill in INKS else ""
+    ink += f' text-anchor="{anchor}"' if anchor != "start" else ""
     return (
-        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" fill="{fill}" font-weight="{weight}">{escape(words)}</text>'
+        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" fill="{fill}" font-weight="{weight}"{ink}>'
+        f"{escape(words)}</text>"
     )

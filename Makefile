@@ -6,13 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv demo drills demo-processes watch test test-quick lint broker engine images wheelhouse bench bench-tls lab-up lab-down lab-status clean
+.PHONY: help venv demo drills demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
 	@echo "make drills  every fault (stop, kill, freeze, cut, broker restart and down) in both modes; one table"
 	@echo "make demo-processes  the tutorial as local processes, no Docker needed"
 	@echo "make watch [INVENTORY=...]  the live view: the queue and each worker's task, while a run goes on"
+	@echo "make watch-web [INVENTORY=...] [LISTEN=host:port]  the live view in a browser, the timeline drawing itself"
 	@echo "make test    lint and run every test (installs RabbitMQ, Docker and the images if needed)"
 	@echo "make test-quick  lint, units and the programs against a local broker: no Docker, no lab"
 	@echo "make images  build the worker and producer images with no registry"
@@ -58,6 +59,11 @@ demo-processes: broker
 # The broker is found from INVENTORY (default: inventory/lab.yml, else the virtual lab's).
 watch: venv
 	$(PY) -m report.watch $(if $(INVENTORY),--inventory '$(INVENTORY)')
+
+# The same, in a browser for the projector: open the address it prints.
+# LISTEN=0.0.0.0:8765 shows the page to the lab's network (it only reads, and shows no password).
+watch-web: venv
+	$(PY) -m report.web $(if $(INVENTORY),--inventory '$(INVENTORY)') $(if $(LISTEN),--listen '$(LISTEN)')
 
 lint: venv
 	$(VENV)/bin/ruff check .

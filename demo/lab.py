@@ -9,12 +9,15 @@ worker did which task and what was lost or redelivered. It tells the story one
 line per step, with its time (a dot per Ansible task while a playbook runs),
 and the two reports in full; Ansible's whole log is kept in build/demo/ansible.log
 (its end is shown when a step fails). The lab stays up for you to explore;
-`make lab-down` removes it.
+`make lab-down` removes it. While the demo runs, the live web view
+(python -m report.web) is up at http://127.0.0.1:8765/: open it to see the
+timeline draw itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +33,7 @@ from virtual_lab.lab_runs import container_events, done_by, unfinished, wait_unt
 TASKS = 10
 STOPPED = "lab3"
 LOG = hosts.ROOT / "build" / "demo" / "ansible.log"
+WEB_LOG = LOG.with_name("watch-web.log")
 
 
 def step(title: str) -> None:
@@ -77,6 +81,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.lab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds-per-dot", type=float, default=0.5, help="work per dot (default 0.5 s)")
     args = parser.parse_args()
+    view: subprocess.Popen[str] | None = None
     try:
         client = engine.ensure_engine()
         step("the images (built here, no registry) and the virtual lab")
@@ -98,19 +103,39 @@ def main() -> int:
             step(f"site.yml in {mode} mode (it also starts a worker a drill stopped)")
             run_playbook("site.yml", *settings)
             wait_until(lambda: all(_consuming(client, h) for h in workers), 60, "every worker consuming")
+            view = view or _web_view()
             drill(client, workers, mode, settings)
     except (SetupError, hosts.LabError, TimeoutError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if view is not None:
+            view.send_signal(signal.SIGINT)
+            view.wait(timeout=15)
     step("explore")
     ansible_playbook = ".venv/bin/ansible-playbook -i inventory/virtual/hosts.yml"
     print("    the lab stays up: make lab-status")
     print(f"    more tasks: {ansible_playbook} playbooks/produce.yml -e task_count=10")
-    print("    watch them live, in another terminal: make watch")
+    print("    watch them live, in another terminal: make watch, or in a browser: make watch-web")
     print(f"    the report of the newest run: {ansible_playbook} playbooks/report.yml (files in reports/)")
     print(f"    remove the project from the hosts: {ansible_playbook} playbooks/teardown.yml")
     print("    remove the lab: make lab-down")
     return 0
+
+
+def _web_view() -> subprocess.Popen[str] | None:
+    """The live web view of the demo's lab, for as long as the demo runs; None (said) when it cannot start."""
+    command = [sys.executable, "-m", "report.web", "--inventory", str(DEFAULT_LAB.inventory), "--duration", "1800"]
+    with WEB_LOG.open("w") as log:
+        view = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+    assert view.stdout is not None
+    first = view.stdout.readline().strip()  # where to open it, once it listens; '' when it could not start
+    if "open http://" not in first:
+        view.wait(timeout=15)
+        print(f"    (the live web view did not start: {WEB_LOG.read_text().strip()[-300:]})", flush=True)
+        return None
+    print(f"    watch the runs live in a browser: {first.partition('open ')[2].split()[0]}", flush=True)
+    return view
 
 
 def _consuming(client: docker.DockerClient, host: str) -> bool:

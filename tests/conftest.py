@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,9 @@ NODE = local_broker.TESTS
 VHOST = "workqueue-tests"
 URL = NODE.url(VHOST)
 QUEUES = ("hello", "task_queue", "task_queue.rejected")
+# A dedicated user of the tests' node, with a password that is nothing else (see broker_user).
+USER = "wq-test-user"
+PASSWORD = "test-user-Secret-9f2"
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +57,17 @@ def clean_broker(broker: str) -> Iterator[str]:
     delete_queues()
     yield broker
     delete_queues()
+
+
+@pytest.fixture
+def broker_user(clean_broker: str) -> Iterator[str]:
+    """A dedicated broker user, made as the role makes one (the password never on a command line)."""
+    ctl = ["rabbitmqctl", "-n", NODE.name]
+    subprocess.run([*ctl, "delete_user", USER], check=False, capture_output=True)  # a crashed run's
+    subprocess.run([*ctl, "add_user", USER], input=PASSWORD + "\n", text=True, check=True, capture_output=True)
+    subprocess.run([*ctl, "set_permissions", "-p", VHOST, USER, ".*", ".*", ".*"], check=True, capture_output=True)
+    yield USER
+    subprocess.run([*ctl, "delete_user", USER], check=False, capture_output=True)
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -13,13 +11,10 @@ import pytest
 from docker.models.containers import Container
 
 from machine import engine, images
-from tests.conftest import NODE, VHOST, delete_queues
+from tests.conftest import NODE, PASSWORD, VHOST
 from workqueue.output import read_events
 
 pytestmark = [pytest.mark.broker, pytest.mark.docker]
-
-USER = "wq-image-test"
-PASSWORD = "image-test-Secret-9f2"
 
 
 @pytest.fixture(scope="session")
@@ -30,18 +25,6 @@ def client() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def built(client: docker.DockerClient) -> dict[str, str]:
     return images.program_images(client)
-
-
-@pytest.fixture
-def broker_user(clean_broker: str) -> Iterator[str]:
-    """A dedicated broker user, made as the role makes one (the password never on a command line)."""
-    ctl = ["rabbitmqctl", "-n", NODE.name]
-    subprocess.run([*ctl, "delete_user", USER], check=False, capture_output=True)  # a crashed run's
-    subprocess.run([*ctl, "add_user", USER], input=PASSWORD + "\n", text=True, check=True, capture_output=True)
-    subprocess.run([*ctl, "set_permissions", "-p", VHOST, USER, ".*", ".*", ".*"], check=True, capture_output=True)
-    yield USER
-    subprocess.run([*ctl, "delete_user", USER], check=False, capture_output=True)
-    delete_queues()
 
 
 @pytest.mark.parametrize(

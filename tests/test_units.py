@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from report.live import SILENT_SECONDS
+from report.web.__main__ import parse_listen
+from report.web.heard import Heard
 from workqueue import cli
 from workqueue.connection import HEARTBEAT_SECONDS, broker_from_url
 from workqueue.output import read_events
@@ -204,3 +207,37 @@ def test_a_url_may_name_the_nodes_of_a_cluster_and_each_gets_the_same_login() ->
     assert [n.ssl_options.server_hostname for n in tls.nodes] == ["node1", "node2"]  # each checked by its own name
     with pytest.raises(ValueError, match="names no host"):
         broker_from_url("amqp://alice:s3cret@node1,,node3/lab")
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [("127.0.0.1:8765", ("127.0.0.1", 8765)), ("0.0.0.0:80", ("0.0.0.0", 80)), ("[::1]:8765", ("::1", 8765))],
+)
+def test_the_web_views_listen_address_is_host_and_port(text: str, parsed: tuple[str, int]) -> None:
+    assert parse_listen(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["8765", "localhost", ":8765", "host:0", "host:65536", "host:http"])
+def test_a_listen_address_without_host_or_port_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="is not HOST:PORT"):
+        parse_listen(text)
+
+
+def test_the_web_view_reads_what_it_heard_as_the_report_reads_a_lab() -> None:
+    """Stopped when it said so, running again once it starts, not known (and said) once silent."""
+    heard = Heard()
+    worker = {"program": "worker", "host": "pc2", "worker": "worker-1"}
+    heard.add([{**worker, "event": "worker_started", "ts": 100.0, "mode": "noack"}])
+    heard.add([{"program": "producer", "event": "run_started", "ts": 101.0, "run_id": "r", "mode": "noack"}])
+    (running,) = heard.read(now=105.0)[0].containers
+    assert (running.worker, running.running, heard.mode) == ("pc2/worker-1", True, Mode.NOACK)
+    silent = heard.read(now=100.0 + SILENT_SECONDS + 5)[0].containers[0]
+    assert (silent.running, silent.status) == (None, f"silent for {SILENT_SECONDS + 5:.0f} s")
+    heard.add([{**worker, "event": "worker_stopped", "ts": 110.0}])
+    assert heard.read(now=111.0)[0].containers[0].running is False
+    assert heard.read(now=500.0)[0].containers[0].running is False, "stopped stays stopped, however long"
+    heard.add([{**worker, "event": "worker_started", "ts": 120.0}, {**worker, "event": "alive", "ts": 125.0}])
+    gathered = heard.read(now=126.0)[0]
+    assert gathered.containers[0].running is True
+    assert "alive" not in {e["event"] for e in gathered.containers[0].events}, "what the report never sees"
+    assert [e["event"] for e in gathered.producer_events] == ["run_started"]

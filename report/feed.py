@@ -26,6 +26,7 @@ from report.gathered import Event
 from workqueue import cli
 from workqueue.output import read_events
 from workqueue.queues import EVENTS_EXCHANGE, declare_events
+from workqueue.tasks import RUN_ID
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,20 @@ class QueueCount:
     consumers: int
 
 
-def add_lab_options(parser: argparse.ArgumentParser) -> None:
-    """The broker options, and an inventory to find them from when no URL is given."""
+@dataclass(frozen=True)
+class ViewOptions:
+    """What both live views are told: the broker, the run to follow, how often, for how long."""
+
+    broker: cli.BrokerOptions
+    run: str | None
+    interval: float
+    duration: float
+
+
+def parse_view_args(
+    prog: str, parser: argparse.ArgumentParser, argv: list[str] | None, interval: float, duration: float
+) -> tuple[ViewOptions, argparse.Namespace]:
+    """Add the options both views take (the broker, or an inventory to find it; the run; the timing), and parse."""
     cli.add_broker_options(parser)
     parser.add_argument(
         "--inventory",
@@ -43,9 +56,22 @@ def add_lab_options(parser: argparse.ArgumentParser) -> None:
         help="find the broker from this inventory when no --url or AMQP_URL is given "
         "(default inventory/lab.yml, else the virtual lab's)",
     )
+    parser.add_argument("--run", help="follow this run (default: the newest one)")
+    parser.add_argument("--interval", help=f"seconds between refreshes (default {interval:g})")
+    parser.add_argument("--duration", help=f"stop after this many seconds (default {duration:g})")
+    args = parser.parse_args(argv)
+    if args.run is not None and not RUN_ID.match(args.run):
+        parser.error(f"--run: {args.run!r} is not a run id like 20261127-120304-3fa2 (the producer prints it)")
+    options = ViewOptions(
+        broker=_broker_options(prog, parser, args),
+        run=args.run,
+        interval=cli.option(parser, args.interval, "--interval", "WATCH_INTERVAL", cli.non_negative_float, interval),
+        duration=cli.option(parser, args.duration, "--duration", "WATCH_DURATION", cli.non_negative_float, duration),
+    )
+    return options, args
 
 
-def resolve_lab_options(prog: str, parser: argparse.ArgumentParser, args: argparse.Namespace) -> cli.BrokerOptions:
+def _broker_options(prog: str, parser: argparse.ArgumentParser, args: argparse.Namespace) -> cli.BrokerOptions:
     if args.url is None and not os.environ.get("AMQP_URL"):
         try:
             settings = lab_settings.from_inventory(args.inventory or lab_settings.default_inventory())

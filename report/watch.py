@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
 
 import pika
 import pika.exceptions
@@ -33,42 +32,20 @@ from report.terminal import columns
 from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe
 from workqueue.queues import Mode, QueueSpec, queue_spec
-from workqueue.tasks import RUN_ID
 
 PROG = "python -m report.watch"
 CLEAR = "\x1b[H\x1b[2J"
 HEADER = ["worker", "state", "in hand", "received", "done", "redelivered to it", "not finished"]
 
 
-@dataclass(frozen=True)
-class WatchConfig:
-    options: cli.BrokerOptions
-    run: str | None
-    interval: float
-    duration: float
-
-
-def parse_args(argv: list[str] | None) -> WatchConfig:
+def parse_args(argv: list[str] | None) -> feed.ViewOptions:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    feed.add_lab_options(parser)
-    parser.add_argument("--run", help="follow this run (default: the newest one the workers work on)")
-    parser.add_argument("--interval", help="seconds between refreshes (default 1)")
-    parser.add_argument("--duration", help="stop after this many seconds (default 3600)")
-    args = parser.parse_args(argv)
-    if args.run is not None and not RUN_ID.match(args.run):
-        parser.error(f"--run: {args.run!r} is not a run id like 20261127-120304-3fa2 (the producer prints it)")
-    options = feed.resolve_lab_options(PROG, parser, args)
-    return WatchConfig(
-        options=options,
-        run=args.run,
-        interval=cli.option(parser, args.interval, "--interval", "WATCH_INTERVAL", cli.non_negative_float, 1.0),
-        duration=cli.option(parser, args.duration, "--duration", "WATCH_DURATION", cli.non_negative_float, 3600.0),
-    )
+    return feed.parse_view_args(PROG, parser, argv, interval=1.0, duration=3600.0)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    options = config.options
+    options = config.broker
     connection = connect(options.broker, options.connect_timeout)
     assert connection is not None  # no stop flag: connect returns None only when asked to stop
     state = LiveState(run_filter=config.run, mode=options.mode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +24,18 @@ QUEUES = ("hello", "task_queue", "task_queue.rejected")
 # A dedicated user of the tests' node, with a password that is nothing else (see broker_user).
 USER = "wq-test-user"
 PASSWORD = "test-user-Secret-9f2"
+
+
+def ctrl_c(process: subprocess.Popen[str]) -> tuple[int, str]:
+    """Stop a program as a person does (Ctrl+C); its exit code and what it said on standard error."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        code = process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        code = process.wait(timeout=15)
+    return code, process.stderr.read() if process.stderr else ""
 
 
 @pytest.fixture(scope="session")

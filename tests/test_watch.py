@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from machine import local_broker
-from tests.conftest import NODE, URL
+from tests.conftest import NODE, URL, ctrl_c
 from virtual_lab.processes import LocalLab as Lab
 from virtual_lab.processes import done_seqs
 
@@ -52,16 +52,9 @@ class Watch:
         raise AssertionError(f"no frame with {what} within {timeout:g} s; last: {self.frames()[-1:]}")
 
     def stop(self) -> tuple[int, str]:
-        """Ctrl+C, as a person stops it; its exit code and what it said on standard error."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        try:
-            code = self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(timeout=15)
+        code, err = ctrl_c(self.process)
         self._reader.join(timeout=5)
-        return code, self.process.stderr.read() if self.process.stderr else ""
+        return code, err
 
 
 def test_watch_shows_the_queue_each_workers_task_and_a_stopped_worker(lab: Lab) -> None:

@@ -25,7 +25,7 @@ import pytest
 from machine import local_broker, packages
 from report import fates
 from report.gathered import Container, Gathered, QueueState
-from tests.conftest import NODE, PASSWORD, URL, VHOST, queue_counts
+from tests.conftest import NODE, PASSWORD, URL, VHOST, ctrl_c, queue_counts
 from virtual_lab.processes import ROOT, LocalLab, Program
 
 pytestmark = pytest.mark.broker
@@ -64,14 +64,7 @@ class WebView:
         self.url = f"http://127.0.0.1:{self.listen.rpartition(':')[2]}/"
 
     def stop(self) -> tuple[int, str]:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        try:
-            code = self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(timeout=15)
-        return code, self.process.stderr.read() if self.process.stderr else ""
+        return ctrl_c(self.process)
 
 
 class Page:

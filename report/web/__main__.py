@@ -28,7 +28,6 @@ from report.web.frame import frame
 from report.web.heard import Heard
 from report.web.listener import Listener
 from workqueue import cli
-from workqueue.tasks import RUN_ID
 
 PROG = "python -m report.web"
 DEFAULT_LISTEN = "127.0.0.1:8765"
@@ -40,12 +39,9 @@ class ViewError(Exception):
 
 @dataclass(frozen=True)
 class WebConfig:
-    options: cli.BrokerOptions
+    view: feed.ViewOptions
     host: str
     port: int
-    run: str | None
-    interval: float
-    duration: float
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -59,35 +55,21 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def parse_args(argv: list[str] | None) -> WebConfig:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    feed.add_lab_options(parser)
     parser.add_argument(
         "--listen",
         help=f"address and port of the page (default {DEFAULT_LISTEN}: this machine only; "
         "0.0.0.0:8765 shows it to the lab's network)",
     )
-    parser.add_argument("--run", help="follow this run (default: the newest one)")
-    parser.add_argument("--interval", help="seconds between frames (default 0.5)")
-    parser.add_argument("--duration", help="stop after this many seconds (default 14400)")
-    args = parser.parse_args(argv)
-    if args.run is not None and not RUN_ID.match(args.run):
-        parser.error(f"--run: {args.run!r} is not a run id like 20261127-120304-3fa2 (the producer prints it)")
+    view, args = feed.parse_view_args(PROG, parser, argv, interval=0.5, duration=14400.0)
     host, port = cli.option(parser, args.listen, "--listen", "WATCH_LISTEN", parse_listen, parse_listen(DEFAULT_LISTEN))
-    options = feed.resolve_lab_options(PROG, parser, args)
-    return WebConfig(
-        options=options,
-        host=host,
-        port=port,
-        run=args.run,
-        interval=cli.option(parser, args.interval, "--interval", "WATCH_INTERVAL", cli.non_negative_float, 0.5),
-        duration=cli.option(parser, args.duration, "--duration", "WATCH_DURATION", cli.non_negative_float, 14400.0),
-    )
+    return WebConfig(view=view, host=host, port=port)
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     heard = Heard()
     stop = threading.Event()
-    listener = Listener(config.options, heard, config.interval, stop)
+    listener = Listener(config.view.broker, heard, max(config.view.interval, 0.1), stop)
     listener.connect_first()  # a wrong password or no broker: one line, before anything listens
     listener.start()
     try:
@@ -110,10 +92,10 @@ async def serve(config: WebConfig, heard: Heard) -> None:
         print(f"{PROG}: open http://{where}:{config.port}/ (Ctrl+C to stop)", flush=True)
         if not _loopback(config.host):
             print(f"{PROG}: listening beyond this machine: the page only reads and shows no password", flush=True)
-        deadline = time.monotonic() + config.duration
+        deadline = time.monotonic() + config.view.duration
         while time.monotonic() < deadline:
-            await board.show(frame(heard, config.options, config.run, time.time()))
-            await asyncio.sleep(config.interval)
+            await board.show(frame(heard, config.view.broker, config.view.run, time.time()))
+            await asyncio.sleep(max(config.view.interval, 0.1))
     finally:
         await runner.cleanup()
 

@@ -20,6 +20,7 @@ import docker
 import docker.errors
 from docker.models.images import Image
 
+from machine import apt_sources
 from machine.packages import SetupError, ensure_commands
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +28,9 @@ DOCKERFILES = Path(__file__).resolve().parent / "dockerfiles"
 WHEELHOUSE = ROOT / "build" / "wheelhouse"
 REQUIREMENTS = ROOT / "workqueue" / "requirements.txt"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 PROJECT_LABEL = "workqueue-lab"
 RECIPE_LABEL = "workqueue-lab.recipe"
-SUITE = "bookworm"
+SUITE = "bookworm"  # the images' release, and the virtual lab's by default
 
 # As Debian's slim images do: no recommended extras, no manuals, docs (but copyrights) or translations;
 # apt keeps no downloaded packages (the file Docker's official images carry).
@@ -93,26 +93,24 @@ def _tag_latest(client: docker.DockerClient, image: Image, name: str) -> None:
                     client.images.remove(tag, noprune=False)
 
 
-def _apt_sources() -> Path:
-    """The machine's own Debian sources, given to mmdebstrap as they are (no mirror is named here)."""
-    if APT_SOURCES.is_file():
-        return APT_SOURCES
-    raise SetupError(
-        f"no {APT_SOURCES}: building the Debian base needs this machine's Debian package sources "
-        "(or load a Debian 12 image yourself: docker load, then retag it as workqueue-lab/debian:latest)"
-    )
+def debian_image(release: str = SUITE) -> str:
+    """The Debian base's name: one per release (the default release's has none in its name)."""
+    return DEBIAN_IMAGE if release == SUITE else f"{DEBIAN_IMAGE}-{release}"
 
 
-def debian_base(client: docker.DockerClient) -> str:
-    """A Debian 12 base image made from Debian's packages (mmdebstrap), trusting this machine's CAs."""
-    sources = _apt_sources()
-    recipe_args = ["--variant=minbase", "--include=ca-certificates", *SLIM_DPKG_OPTIONS, SUITE]
-    recipe = _digest([" ".join(recipe_args).encode(), sources.read_bytes(), CA_BUNDLE.read_bytes()])
-    if _existing(client, DEBIAN_IMAGE, recipe) is None:
+def debian_base(client: docker.DockerClient, release: str = SUITE) -> str:
+    """A Debian base image of ``release`` made from Debian's packages (mmdebstrap), trusting this machine's CAs."""
+    sources = apt_sources.for_release(release)
+    name = debian_image(release)
+    recipe_args = ["--variant=minbase", "--include=ca-certificates", *SLIM_DPKG_OPTIONS, release]
+    recipe = _digest([" ".join(recipe_args).encode(), sources.encode(), CA_BUNDLE.read_bytes()])
+    if _existing(client, name, recipe) is None:
         ensure_commands({"mmdebstrap": "mmdebstrap"})
-        print(f"building {DEBIAN_IMAGE}:{recipe} from Debian's packages (mmdebstrap, about a minute)...", flush=True)
+        print(f"building {name}:{recipe} from Debian's packages (mmdebstrap, about a minute)...", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             tarball = Path(tmp) / "rootfs.tar"
+            sources_file = Path(tmp) / "debian.sources"  # mmdebstrap reads a mirror list by its suffix
+            sources_file.write_text(sources)
             # pip inside builds must trust what the host's pip trusts (a proxy's CA, for one);
             # the copy under /usr/local/share survives update-ca-certificates.
             trust = (
@@ -128,7 +126,7 @@ def debian_base(client: docker.DockerClient) -> str:
                 f"--customize-hook={trust}",
                 recipe_args[-1],
                 str(tarball),
-                str(sources),
+                str(sources_file),
             ]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
@@ -136,13 +134,13 @@ def debian_base(client: docker.DockerClient) -> str:
                 raise SetupError(f"mmdebstrap failed: {' / '.join(tail)}")
             client.api.import_image_from_file(
                 str(tarball),
-                repository=DEBIAN_IMAGE,
+                repository=name,
                 tag=recipe,
                 changes=[f"LABEL {RECIPE_LABEL}={recipe} {PROJECT_LABEL}=base", 'CMD ["bash"]'],
             )
-    image = client.images.get(f"{DEBIAN_IMAGE}:{recipe}")
-    _tag_latest(client, image, DEBIAN_IMAGE)
-    return f"{DEBIAN_IMAGE}:{recipe}"
+    image = client.images.get(f"{name}:{recipe}")
+    _tag_latest(client, image, name)
+    return f"{name}:{recipe}"
 
 
 def build(

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from machine import apt_sources
+from machine.packages import SetupError
 from report.live import SILENT_SECONDS
 from report.web.__main__ import parse_listen
 from report.web.heard import Heard
@@ -241,3 +243,49 @@ def test_the_web_view_reads_what_it_heard_as_the_report_reads_a_lab() -> None:
     assert gathered.containers[0].running is True
     assert "alive" not in {e["event"] for e in gathered.containers[0].events}, "what the report never sees"
     assert [e["event"] for e in gathered.producer_events] == ["run_started"]
+
+
+DEB822 = """Types: deb deb-src
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main contrib
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.example/debian
+Suites: bookworm-backports
+Components: main
+Enabled: no
+"""
+ONE_LINE = """# the security updates
+deb [signed-by=/usr/share/keyrings/debian.gpg arch=amd64] http://mirror.example/debian-security bookworm-security main
+deb-src http://mirror.example/debian bookworm main
+deb http://elsewhere.example/repo stable main
+"""
+
+
+@pytest.mark.parametrize("layout", ["deb822", "one-line", "both"])
+def test_the_machines_apt_sources_in_either_format_give_the_release_asked_for(tmp_path: Path, layout: str) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    if layout in ("deb822", "both"):
+        (tmp_path / "sources.list.d" / "debian.sources").write_text(DEB822)
+    if layout in ("one-line", "both"):
+        (tmp_path / "sources.list").write_text(ONE_LINE)
+    os_release = tmp_path / "os-release"
+    os_release.write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_CODENAME=bookworm\n')
+    text = apt_sources.for_release("trixie", tmp_path, os_release)
+    assert "bookworm" not in text and "elsewhere.example" not in text and "backports" not in text
+    if layout != "one-line":
+        assert "Suites: trixie trixie-updates\nComponents: main contrib" in text
+    if layout != "deb822":
+        security = "URIs: http://mirror.example/debian-security\nSuites: trixie-security\nComponents: main\n"
+        assert security + "Signed-By: /usr/share/keyrings/deb" in text
+
+
+def test_no_debian_mirror_in_the_apt_sources_is_one_line_saying_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list").write_text("deb http://archive.ubuntu.example/ubuntu noble main\n")
+    os_release = tmp_path / "os-release"
+    os_release.write_text("VERSION_CODENAME=bookworm\n")
+    with pytest.raises(SetupError, match=r"name no Debian mirror for its release \(bookworm\).*either format"):
+        apt_sources.for_release("trixie", tmp_path, os_release)

@@ -19,7 +19,7 @@ help:
 	@echo "make images  build the worker and producer images with no registry"
 	@echo "make bench   compare the worker and producer with bare pika loops"
 	@echo "make bench-tls  the worker and producer over TLS against plain AMQP"
-	@echo "make lab-up [HOSTS=5] [BROKERS=1|3]  a virtual lab: Debian hosts with systemd and SSH (lab-down, lab-status)"
+	@echo "make lab-up [HOSTS=5] [BROKERS=1|3] [RELEASE=bookworm|trixie|mixed]  a virtual lab: Debian hosts with systemd and SSH (lab-down, lab-status)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
@@ -83,9 +83,10 @@ test-quick: lint
 
 HOSTS ?= 5
 BROKERS ?= 1
+RELEASE ?= bookworm
 
 lab-up: venv
-	$(PY) -m virtual_lab up --hosts '$(HOSTS)' --brokers '$(BROKERS)'
+	$(PY) -m virtual_lab up --hosts '$(HOSTS)' --brokers '$(BROKERS)' --release '$(RELEASE)'
 
 lab-down: venv
 	$(PY) -m virtual_lab down

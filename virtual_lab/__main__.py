@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from machine import engine
+from machine import engine, images
 from machine.packages import SetupError
 from virtual_lab import hosts
 
@@ -31,17 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     lab_up = commands.add_parser("up", help="make the virtual lab (or repair it): Debian hosts reached over SSH")
     lab_up.add_argument("--hosts", default=str(hosts.DEFAULT_HOSTS), help="how many hosts (default 5)")
     lab_up.add_argument("--brokers", default="1", help="how many of them run RabbitMQ: 1 or an odd number from 3")
+    lab_up.add_argument(
+        "--release",
+        default=images.SUITE,
+        help=f"Debian release of the hosts: {', '.join(hosts.RELEASES)} (default {images.SUITE}), or {hosts.MIXED} "
+        "(brokers and producer on the first, worker hosts alternating)",
+    )
     commands.add_parser("down", help="remove every container, network, volume and key of the virtual lab")
     commands.add_parser("status", help="each host: address, SSH, project containers, memory")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             count, brokers = hosts.parse_count(args.hosts), hosts.parse_count(args.brokers, "BROKERS")
-            hosts.plan(count, brokers=brokers)  # a bad count fails before anything is made
+            hosts.plan(count, brokers=brokers, release=args.release)  # bad input fails before anything is made
             started = time.monotonic()
-            made = hosts.up(engine.ensure_engine(), count, brokers=brokers)
+            made = hosts.up(engine.ensure_engine(), count, brokers=brokers, release=args.release)
             for host in made:
-                print(f"{host.name:6} {host.address:12} {', '.join(host.groups)}")
+                print(f"{host.name:6} {host.address:12} {host.release:9} {', '.join(host.groups)}")
             inventory = hosts.DEFAULT_LAB.inventory.relative_to(hosts.ROOT)
             print(f"lab up in {time.monotonic() - started:.0f} s; inventory: {inventory}")
         elif args.command == "down":

@@ -85,6 +85,13 @@ DEFAULT_LAB = Lab()
 TEST_LAB = Lab(name="testlab", subnet_prefix="10.210.1")
 # The tests' cluster of brokers: a lab of its own, so that neither reshapes the other.
 CLUSTER_LAB = Lab(name="clusterlab", subnet_prefix="10.210.2")
+# The tests' Debian 13 hosts (and a broker host with a firewall): a lab of its own too.
+TRIXIE_LAB = Lab(name="trixielab", subnet_prefix="10.210.3")
+
+
+# The Debian releases a lab host can run (Debian 12 and 13), and a lab of both, as labs are upgraded.
+RELEASES = ("bookworm", "trixie")
+MIXED = "mixed"
 
 
 @dataclass(frozen=True)
@@ -92,9 +99,10 @@ class Host:
     name: str
     address: str
     groups: tuple[str, ...]
+    release: str = images.SUITE
 
 
-def plan(count: int, lab: Lab = DEFAULT_LAB, brokers: int = 1) -> list[Host]:
+def plan(count: int, lab: Lab = DEFAULT_LAB, brokers: int = 1, release: str = images.SUITE) -> list[Host]:
     """The hosts of a lab of ``count``: the first ``brokers`` the broker (one, or a cluster of an odd
     number from three up), the last the producer, workers between.
 
@@ -102,7 +110,12 @@ def plan(count: int, lab: Lab = DEFAULT_LAB, brokers: int = 1) -> list[Host]:
 
     With no host left for it, the producer shares the first broker's host: a
     worker host of its own matters more to the lesson than a producer host of its own.
+
+    Every host runs ``release``; a ``mixed`` lab has its brokers and producer on
+    Debian 12 and its worker hosts alternating Debian 13 and 12.
     """
+    if release not in (*RELEASES, MIXED):
+        raise LabError(f"RELEASE must be {', '.join(RELEASES)} or {MIXED}, not {release!r}")
     if brokers < 1 or (brokers > 1 and (brokers < 3 or brokers % 2 == 0)):
         raise LabError(
             f"BROKERS must be 1 or an odd number from 3 up (a cluster of {brokers} survives no more than one "
@@ -122,7 +135,11 @@ def plan(count: int, lab: Lab = DEFAULT_LAB, brokers: int = 1) -> list[Host]:
             groups = ("producer",)
         else:
             groups = ("workers",)
-        hosts.append(Host(f"{lab.name}{index + 1}", f"{lab.subnet_prefix}.{FIRST_ADDRESS + index}", groups))
+        host_release = release
+        if release == MIXED:
+            host_release = RELEASES[(index - brokers + 1) % 2] if groups == ("workers",) else RELEASES[0]
+        address = f"{lab.subnet_prefix}.{FIRST_ADDRESS + index}"
+        hosts.append(Host(f"{lab.name}{index + 1}", address, groups, host_release))
     return hosts
 
 
@@ -136,11 +153,13 @@ def parse_count(text: str, what: str = "HOSTS") -> int:
 # --- making the lab
 
 
-def up(client: docker.DockerClient, count: int, lab: Lab = DEFAULT_LAB, brokers: int = 1) -> list[Host]:
+def up(
+    client: docker.DockerClient, count: int, lab: Lab = DEFAULT_LAB, brokers: int = 1, release: str = images.SUITE
+) -> list[Host]:
     """Make the lab of ``count`` hosts, or bring an existing one to that shape (idempotent)."""
-    hosts = plan(count, lab, brokers)
+    hosts = plan(count, lab, brokers, release)
     ensure_commands({"ssh": "openssh-client", "ssh-keygen": "openssh-client"})
-    image = lab_host_image(client)
+    image = {each: lab_host_image(client, each) for each in sorted({host.release for host in hosts})}
     _ensure_key(lab)
     _ensure_network(client, lab)
     wanted = {host.name for host in hosts}
@@ -148,19 +167,20 @@ def up(client: docker.DockerClient, count: int, lab: Lab = DEFAULT_LAB, brokers:
         if container.name not in wanted:
             container.remove(force=True, v=False)
     for host in hosts:
-        _ensure_host(client, lab, host, image)
+        _ensure_host(client, lab, host, image[host.release])
     with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
         list(pool.map(lambda host: _await_ssh(lab, host), hosts))
     _write_inventory(lab, hosts)
     return hosts
 
 
-def lab_host_image(client: docker.DockerClient) -> str:
-    """A fresh Debian 12 lab machine: systemd, SSH, sudo, python3 (dockerfiles/lab-host.Dockerfile)."""
-    debian = images.debian_base(client)
+def lab_host_image(client: docker.DockerClient, release: str = images.SUITE) -> str:
+    """A freshly installed Debian machine: systemd, SSH, sudo, python3 (dockerfiles/lab-host.Dockerfile)."""
+    debian = images.debian_base(client, release)
+    name = LAB_HOST_IMAGE if release == images.SUITE else f"{LAB_HOST_IMAGE}-{release}"
     dockerfile = DOCKERFILES / "lab-host.Dockerfile"
     inputs = [DOCKERFILES / "ssh-host-keys.service"]
-    return images.build(client, LAB_HOST_IMAGE, dockerfile, DOCKERFILES, {"DEBIAN_IMAGE": debian}, inputs)
+    return images.build(client, name, dockerfile, DOCKERFILES, {"DEBIAN_IMAGE": debian}, inputs)
 
 
 def _labels(lab: Lab, kind: str) -> dict[str, str]:

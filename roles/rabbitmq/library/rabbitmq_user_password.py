@@ -6,7 +6,9 @@ argument, on every run (update_password: always checks it with
 authenticate_user): Debian's rabbitmqctl re-runs itself through su, whose
 command line every user of the host sees in ps and the journal keeps. rabbitmqctl
 reads the password from standard input when the command line omits it, which is
-what this module does, for the three commands that take one.
+what this module does, for the three commands that take one. Without --quiet:
+RabbitMQ 4.0's rabbitmqctl waits forever for a password on standard input when
+it is given --quiet (3.10's did not).
 """
 
 from __future__ import annotations
@@ -61,11 +63,11 @@ def main() -> None:
         module.fail_json(msg=f"rabbitmqctl list_users failed: {(err or out).strip()}")
     exists = any(entry.get("user") == user for entry in json.loads(out or "[]"))
     if exists:
-        rc, _, _ = ctl("authenticate_user", "--quiet", user, secret=True)
+        rc, _, _ = ctl("authenticate_user", user, secret=True)
         if rc == 0:
             module.exit_json(changed=False, user=user, password_changed=False)
     if not module.check_mode:
-        rc, out, err = ctl("change_password" if exists else "add_user", "--quiet", user, secret=True)
+        rc, out, err = ctl("change_password" if exists else "add_user", user, secret=True)
         if rc != 0:
             module.fail_json(msg=f"rabbitmqctl could not set the password of {user}: {(err or out).strip()}")
     module.exit_json(changed=True, user=user, password_changed=exists)

@@ -1,0 +1,36 @@
+"""A lab PC's host firewall, put on a virtual lab host before site.yml, and what it lets through."""
+
+from __future__ import annotations
+
+import docker
+
+from virtual_lab.lab_runs import on, on_result
+
+# SSH and what the host started itself, nothing else. (Not "flush ruleset": in a
+# container, that would also flush the rules that lead to Docker's DNS.)
+DROP_BY_DEFAULT = """table inet filter {
+  chain input {
+    type filter hook input priority 0; policy drop;
+    iif lo accept
+    ct state established,related accept
+    tcp dport 22 accept
+  }
+}
+"""
+
+
+def install_drop_by_default(client: docker.DockerClient, host: str) -> None:
+    """nftables on the host, with an input chain that drops what no rule accepts."""
+    on(client, host, "sh", "-c", "apt-get update -qq && apt-get install -y -qq nftables >/dev/null")
+    on(client, host, "sh", "-c", f"printf '%s' '{DROP_BY_DEFAULT}' > /etc/nftables.conf && nft -f /etc/nftables.conf")
+
+
+def lab_rules(client: docker.DockerClient, host: str) -> list[str]:
+    """The rules the rabbitmq role added (their comment says workqueue-lab)."""
+    return [line.strip() for line in on(client, host, "nft", "list", "ruleset").splitlines() if "workqueue-lab" in line]
+
+
+def connects(client: docker.DockerClient, from_host: str, address: str, port: int) -> bool:
+    """Whether a TCP connection from a lab host to the address and port is answered within 3 s."""
+    probe = f"import socket; socket.create_connection(('{address}', {port}), timeout=3)"
+    return on_result(client, from_host, "python3", "-c", probe)[0] == 0

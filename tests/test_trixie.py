@@ -1,0 +1,258 @@
+"""Debian 13 hosts (RabbitMQ 4.0, Docker 26, Python 3.13), end to end, on a lab of their own.
+
+trixielab1 is the broker, behind an nftables ruleset that drops by default (installed
+before site.yml, as a lab PC's firewall would be); trixielab2 and 3 run workers,
+trixielab4 the producer. One deployment serves the module: each test says which it
+needs (``deploy``), so that any one runs alone; a worker host that cannot reach the
+broker, one ack drill and one noack drill, the report, and teardown with and without purge.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pika
+import pytest
+import yaml
+
+from machine import engine, images
+from tests.host_firewall import connects, install_drop_by_default, lab_rules
+from virtual_lab import hosts, lab_runs
+from virtual_lab.hosts import TRIXIE_LAB
+from virtual_lab.lab_runs import done_by, on, on_result, recap, run_id_of, unfinished, wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.lab]
+
+BROKER, WORKER_A, WORKER_B, PRODUCER = (f"{TRIXIE_LAB.name}{i}" for i in range(1, 5))
+WORKERS = [WORKER_A, WORKER_B]
+BROKER_ADDRESS = f"{TRIXIE_LAB.subnet_prefix}.{hosts.FIRST_ADDRESS}"
+FAST = ("-e", "seconds_per_dot=0.2", "-e", "heartbeat_seconds=3")
+LONG = ("-e", "task_message=long..............................")  # 6 s of work each
+assert TRIXIE_LAB.credentials is not None
+PASSWORD_FILE = TRIXIE_LAB.credentials / "rabbitmq-workqueue-password"
+
+
+def playbook(name: str, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return lab_runs.playbook(TRIXIE_LAB, name, *FAST, *args, inventory=inventory)
+
+
+def succeeded(done: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return {host: counts["changed"] for host, counts in recap(done.stdout).items()}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[docker.DockerClient]:
+    client = engine.ensure_engine()
+    images.program_images(client)
+    hosts.down(client, TRIXIE_LAB)
+    hosts.up(client, 4, TRIXIE_LAB, release="trixie")
+    install_drop_by_default(client, BROKER)
+    _deployed["mode"] = None
+    yield client
+    hosts.down(client, TRIXIE_LAB)
+
+
+_deployed: dict[str, str | None] = {"mode": None}
+
+
+def deploy(client: docker.DockerClient, mode: str = "ack") -> None:
+    """The lab deployed in this mode (site.yml, unless it already is)."""
+    if _deployed["mode"] == mode:
+        return
+    _deployed["mode"] = None
+    succeeded(playbook("site.yml", "-e", f"task_mode={mode}"))
+    queue = "task_queue" if mode == "ack" else "hello"
+    wait_until(lambda: consumers(client, queue) == 2, 60, f"two consumers on {queue}")
+    _deployed["mode"] = mode
+
+
+def consumers(client: docker.DockerClient, queue: str) -> int:
+    listed = on(
+        client,
+        BROKER,
+        "rabbitmqctl",
+        "list_queues",
+        "-q",
+        "-p",
+        "workqueue",
+        "--formatter",
+        "json",
+        "name",
+        "consumers",
+    )
+    return next((q["consumers"] for q in json.loads(listed or "[]") if q["name"] == queue), 0)
+
+
+def worker_containers(client: docker.DockerClient) -> dict[str, str]:
+    """Every worker container on the worker hosts: name -> when it started ('' when Docker is not there yet)."""
+    found = {}
+    for host in WORKERS:
+        code, listed = on_result(client, host, "sh", "-c", "docker ps -aq --filter label=workqueue-lab=worker")
+        for container in listed.split() if code == 0 else []:
+            state = json.loads(on(client, host, "docker", "inspect", container))[0]
+            found[f"{host}/{state['Name'].lstrip('/')}"] = state["State"]["StartedAt"]
+    return found
+
+
+def mid_run(client: docker.DockerClient, fault: str, mode: str) -> tuple[str, set[int]]:
+    """Six long tasks, and the fault on the second worker host once it holds one: the run, what it held."""
+    deploy(client, mode)
+    run_id = run_id_of(
+        succeeded_output(playbook("produce.yml", "-e", f"task_mode={mode}", "-e", "task_count=6", *LONG))
+    )
+    wait_until(lambda: bool(unfinished(client, WORKER_B, run_id)), 30, f"a task in hand on {WORKER_B}")
+    held = unfinished(client, WORKER_B, run_id)
+    _deployed["mode"] = None  # the drill stops a worker; the next deploy starts it again
+    succeeded(playbook("drill.yml", "-e", f"task_mode={mode}", "-e", f"fault={fault}", "-e", f"target={WORKER_B}"))
+    return run_id, held
+
+
+def succeeded_output(done: subprocess.CompletedProcess[str]) -> str:
+    succeeded(done)
+    return done.stdout
+
+
+def report(folder: Path, run_id: str) -> tuple[str, dict]:
+    done = playbook("report.yml", "-e", f"report_dir={folder}", "-e", f"run_id={run_id}")
+    succeeded(done)
+    return " ".join(done.stdout.split()), json.loads(next(folder.glob("*/report.json")).read_text())
+
+
+# --- reaching the broker
+
+
+def test_a_worker_host_that_resolves_the_broker_elsewhere_stops_site_before_any_worker_starts(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    document = yaml.safe_load(TRIXIE_LAB.inventory.read_text())
+    document["all"]["children"]["broker"]["hosts"][BROKER]["lab_address"] = BROKER  # the programs use its name
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump(document))
+    (tmp_path / "group_vars").symlink_to(TRIXIE_LAB.inventory.parent / "group_vars")
+    before = worker_containers(lab)
+    stale = f"{TRIXIE_LAB.subnet_prefix}.99"
+    on(lab, WORKER_A, "sh", "-c", f"cp /etc/hosts /etc/hosts.test && echo '{stale} {BROKER}' >> /etc/hosts")
+    try:
+        done = playbook("site.yml", inventory=inventory)
+    finally:
+        on(lab, WORKER_A, "sh", "-c", "cat /etc/hosts.test > /etc/hosts && rm /etc/hosts.test")
+        _deployed["mode"] = None
+    assert done.returncode != 0
+    said = " ".join(done.stdout.split())
+    expected = (
+        f"{WORKER_A} cannot reach the broker at {BROKER}:5672: {BROKER} resolves to {stale} on {WORKER_A}, "
+        f"but the broker host is at {BROKER_ADDRESS} (a stale line in {WORKER_A}'s /etc/hosts, or in DNS?)"
+    )
+    assert expected in said, done.stdout[-4000:]
+    assert worker_containers(lab) == before, "no worker was started (or restarted) anywhere"
+
+
+def test_a_cluster_of_brokers_on_two_releases_fails_before_any_change(lab: docker.DockerClient, tmp_path: Path) -> None:
+    """Debian 12 (RabbitMQ 3.10) and Debian 13 (4.0) nodes cannot form one cluster: the preflight says so."""
+    bookworm = hosts.Lab(name="mixlab", subnet_prefix="10.210.4")
+    try:
+        (other, _) = hosts.up(lab, 2, bookworm)  # a Debian 12 host beside the Debian 13 ones
+        document = yaml.safe_load(TRIXIE_LAB.inventory.read_text())
+        document["all"]["children"]["broker"]["hosts"] |= {
+            PRODUCER: {"ansible_host": f"{TRIXIE_LAB.subnet_prefix}.14"},
+            other.name: {"ansible_host": other.address, "ansible_ssh_private_key_file": str(bookworm.key)},
+        }
+        inventory = tmp_path / "hosts.yml"
+        inventory.write_text(yaml.safe_dump(document))
+        (tmp_path / "group_vars").symlink_to(TRIXIE_LAB.inventory.parent / "group_vars")
+        before = on_result(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
+        done = playbook("site.yml", inventory=inventory)
+        assert done.returncode != 0
+        said = " ".join(done.stdout.split())
+        assert "so that each installs the same RabbitMQ (Debian 12 ships 3.10 and Debian 13 4.0" in said, said[-3000:]
+        assert "got trixie and bookworm" in said or "got bookworm and trixie" in said
+        for host in (PRODUCER, other.name):
+            installed = on_result(lab, host, "dpkg-query", "-W", "-f", "${Status}", "rabbitmq-server")[1]
+            assert installed != "install ok installed", f"{host}: nothing installed"
+        assert on_result(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf") == before, "the broker as it was"
+    finally:
+        hosts.down(lab, bookworm)
+
+
+# --- deploying on Debian 13, behind the broker host's firewall
+
+
+def test_site_on_debian_13_opens_the_firewall_to_the_lab_only_and_a_rerun_changes_nothing(
+    lab: docker.DockerClient,
+) -> None:
+    deploy(lab)
+    assert on(lab, BROKER, "sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME").strip() == "trixie"
+    assert on(lab, BROKER, "rabbitmqctl", "version").startswith("4.0")
+    (rule,) = lab_rules(lab, BROKER)
+    assert "tcp dport 5672 accept" in rule and f"{TRIXIE_LAB.subnet_prefix}.12" in rule
+    # This machine (the gateway, which make watch runs on) gets in; a host the inventory does not name does not.
+    password = PASSWORD_FILE.read_text().strip()
+    parameters = pika.URLParameters(f"amqp://workqueue:{password}@{BROKER_ADDRESS}:5672/workqueue")
+    pika.BlockingConnection(parameters).close()
+    outsider = lab.containers.run(
+        "workqueue-lab/python:latest",
+        ["python3", "-c", f"import socket; socket.create_connection(('{BROKER_ADDRESS}', 5672), timeout=3)"],
+        network=TRIXIE_LAB.network,
+        detach=True,
+    )
+    try:
+        code = outsider.wait(timeout=30)["StatusCode"]
+        said = outsider.logs().decode()
+    finally:
+        outsider.remove(force=True)
+    assert code != 0 and "TimeoutError" in said, said
+    assert connects(lab, WORKER_A, BROKER_ADDRESS, 5672)
+
+    rerun = playbook("site.yml", "-e", "task_mode=ack")
+    assert succeeded(rerun) == dict.fromkeys(succeeded(rerun), 0)
+
+
+# --- the drills and the report
+
+
+def test_ack_drill_on_debian_13_a_killed_workers_task_is_done_elsewhere(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    run_id, held = mid_run(lab, "kill", "ack")
+    wait_until(lambda: set(done_by(lab, WORKERS, run_id)) == set(range(1, 7)), 90, "every task done")
+    said, data = report(tmp_path, run_id)
+    assert data["counts"] == {"done": 6}
+    assert f"6 sent, 6 done, 0 lost; 1 redelivered (#{min(held)} {WORKER_B}/worker-1 -> {WORKER_A}/worker-1)" in said
+
+
+def test_noack_drill_on_debian_13_a_stopped_worker_loses_what_it_held(lab: docker.DockerClient, tmp_path: Path) -> None:
+    run_id, _ = mid_run(lab, "stop", "noack")
+    received_a = {e["seq"] for e in lab_runs.worker_events(lab, WORKER_A, run_id) if e["event"] == "received"}
+    wait_until(lambda: received_a <= set(done_by(lab, WORKERS, run_id)), 90, f"{WORKER_A} done with its tasks")
+    lost = set(range(1, 7)) - set(done_by(lab, WORKERS, run_id))
+    said, data = report(tmp_path, run_id)
+    assert lost and {t["seq"] for t in data["tasks"] if t["fate"] == "lost"} == lost
+    assert f"6 sent, {6 - len(lost)} done, {len(lost)} lost" in said
+
+
+# --- teardown
+
+
+def test_teardown_on_debian_13_removes_it_all_with_the_firewall_rule_then_purge_the_packages(
+    lab: docker.DockerClient,
+) -> None:
+    deploy(lab)
+    _deployed["mode"] = None
+    succeeded(playbook("teardown.yml"))
+    for host in WORKERS:
+        assert on(lab, host, "docker", "ps", "-aq", "--filter", "label=workqueue-lab").strip() == ""
+    assert "workqueue" not in on(lab, BROKER, "rabbitmqctl", "list_vhosts", "-q").split()
+    assert lab_rules(lab, BROKER) == [], "the role's rule goes"
+    assert "policy drop" in on(lab, BROKER, "nft", "list", "ruleset"), "the host's own firewall stays"
+    again = succeeded(playbook("teardown.yml"))
+    assert again == dict.fromkeys(again, 0)
+
+    succeeded(playbook("teardown.yml", "-e", "purge=true"))
+    for host in WORKERS:
+        assert on_result(lab, host, "dpkg-query", "-W", "-f", "${Status}", "docker.io")[1] != "install ok installed"
+    assert on_result(lab, BROKER, "dpkg-query", "-W", "-f", "${Status}", "rabbitmq-server")[1] != "install ok installed"

@@ -13,6 +13,7 @@ import pika.exceptions
 import pytest
 
 from machine import local_broker
+from virtual_lab.lab_runs import recap
 from virtual_lab.processes import LocalLab
 
 # A node and a vhost of the tests' own, set up as the lab's broker is (default
@@ -36,6 +37,12 @@ def ctrl_c(process: subprocess.Popen[str]) -> tuple[int, str]:
         process.kill()
         code = process.wait(timeout=15)
     return code, process.stderr.read() if process.stderr else ""
+
+
+def succeeded(done: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """A playbook that succeeded: how many things it changed on each host (its PLAY RECAP)."""
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return {host: counts["changed"] for host, counts in recap(done.stdout).items()}
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,12 @@ import pytest
 import yaml
 
 from machine import engine, images
+from tests.conftest import succeeded
 from tests.host_firewall import connects, install_drop_by_default, lab_rules
 from tests.secret_places import CommandLines, where_secrets_show
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import CLUSTER_LAB
-from virtual_lab.lab_runs import done_by, on, on_result, recap, run_id_of, unfinished, wait_until
+from virtual_lab.lab_runs import done_by, on, on_result, run_id_of, unfinished, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab]
 
@@ -40,11 +41,6 @@ FAST = ("-e", "seconds_per_dot=0.2", "-e", "heartbeat_seconds=3")
 
 def playbook(name: str, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
     return lab_runs.playbook(CLUSTER_LAB, name, *FAST, *args, inventory=inventory)
-
-
-def succeeded(done: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    return {host: counts["changed"] for host, counts in recap(done.stdout).items()}
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +104,13 @@ def settled(client: docker.DockerClient, host: str = BROKERS[0]) -> None:
     """The queue ends with nothing ready and nothing unacknowledged (a quorum queue's counts lag by seconds)."""
 
     def empty() -> bool:
-        row = task_queue(client, host)
+        try:
+            row = task_queue(client, host)
+        except RuntimeError:  # a node that is starting again can leave rabbitmqctl waiting 60 s for it: not yet
+            return False
         return (row.get("messages_ready"), row.get("messages_unacknowledged")) == (0, 0)
 
-    wait_until(empty, 30, "an empty task_queue")
+    wait_until(empty, 90, "an empty task_queue")
 
 
 def consuming_node(client: docker.DockerClient, host: str) -> str:

@@ -32,7 +32,7 @@ from report import lab_settings
 from tests.secret_places import CommandLines, where_secrets_show
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import TEST_LAB
-from virtual_lab.lab_runs import done_by, on, on_result, recap, run_id_of, unfinished, wait_until
+from virtual_lab.lab_runs import done_by, on, on_result, queue_row, recap, run_id_of, unfinished, wait_until
 from workqueue.connection import BrokerError, broker_from_url, connect
 from workqueue.tasks import seq_list
 
@@ -111,29 +111,12 @@ def disturbed() -> None:
 
 
 def consumers(client: docker.DockerClient, queue: str, vhost: str = "workqueue") -> int:
-    listed = on(
-        client, BROKER, "rabbitmqctl", "list_queues", "-q", "-p", vhost, "--formatter", "json", "name", "consumers"
-    )
-    return next((q["consumers"] for q in json.loads(listed or "[]") if q["name"] == queue), 0)
+    return int(queue_row(client, BROKER, queue, "consumers", vhost=vhost).get("consumers", 0))
 
 
 def queue_counts(client: docker.DockerClient, queue: str, vhost: str = "workqueue") -> tuple[int, int]:
-    listed = on(
-        client,
-        BROKER,
-        "rabbitmqctl",
-        "list_queues",
-        "-q",
-        "-p",
-        vhost,
-        "--formatter",
-        "json",
-        "name",
-        "messages_ready",
-        "messages_unacknowledged",
-    )
-    rows = {q["name"]: (q["messages_ready"], q["messages_unacknowledged"]) for q in json.loads(listed or "[]")}
-    return rows.get(queue, (0, 0))
+    row = queue_row(client, BROKER, queue, "messages_ready", "messages_unacknowledged", vhost=vhost)
+    return row.get("messages_ready", 0), row.get("messages_unacknowledged", 0)
 
 
 def settled_counts(client: docker.DockerClient, queue: str, expected: tuple[int, int]) -> None:

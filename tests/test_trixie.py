@@ -20,10 +20,11 @@ import pytest
 import yaml
 
 from machine import engine, images
+from tests.conftest import succeeded
 from tests.host_firewall import connects, install_drop_by_default, lab_rules
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import TRIXIE_LAB
-from virtual_lab.lab_runs import done_by, on, on_result, recap, run_id_of, unfinished, wait_until
+from virtual_lab.lab_runs import done_by, on, on_result, queue_row, run_id_of, unfinished, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab]
 
@@ -38,11 +39,6 @@ PASSWORD_FILE = TRIXIE_LAB.credentials / "rabbitmq-workqueue-password"
 
 def playbook(name: str, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
     return lab_runs.playbook(TRIXIE_LAB, name, *FAST, *args, inventory=inventory)
-
-
-def succeeded(done: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    return {host: counts["changed"] for host, counts in recap(done.stdout).items()}
 
 
 @pytest.fixture(scope="module")
@@ -72,20 +68,7 @@ def deploy(client: docker.DockerClient, mode: str = "ack") -> None:
 
 
 def consumers(client: docker.DockerClient, queue: str) -> int:
-    listed = on(
-        client,
-        BROKER,
-        "rabbitmqctl",
-        "list_queues",
-        "-q",
-        "-p",
-        "workqueue",
-        "--formatter",
-        "json",
-        "name",
-        "consumers",
-    )
-    return next((q["consumers"] for q in json.loads(listed or "[]") if q["name"] == queue), 0)
+    return int(queue_row(client, BROKER, queue, "consumers").get("consumers", 0))
 
 
 def worker_containers(client: docker.DockerClient) -> dict[str, str]:

@@ -7,6 +7,7 @@ on the lab hosts, as a person would.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -80,6 +81,14 @@ def on_result(client: docker.DockerClient, host: str, *command: str) -> tuple[in
     """A command's exit code and output on a lab host, whatever the code."""
     result = client.containers.get(host).exec_run(list(command))
     return result.exit_code, result.output.decode()
+
+
+def queue_row(
+    client: docker.DockerClient, host: str, queue: str, *columns: str, vhost: str = "workqueue"
+) -> dict[str, Any]:
+    """A queue as ``rabbitmqctl list_queues`` on a broker host shows it (these columns); {} when there is none."""
+    listed = on(client, host, "rabbitmqctl", "list_queues", "-q", "-p", vhost, "--formatter", "json", "name", *columns)
+    return next((row for row in json.loads(listed or "[]") if row["name"] == queue), {})
 
 
 def container_events(client: docker.DockerClient, host: str, worker: int = 1) -> list[dict[str, Any]]:

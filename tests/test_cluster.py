@@ -27,7 +27,7 @@ from tests.host_firewall import connects, install_drop_by_default, lab_rules
 from tests.secret_places import CommandLines, where_secrets_show
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import CLUSTER_LAB
-from virtual_lab.lab_runs import done_by, on, on_result, run_id_of, unfinished, wait_until
+from virtual_lab.lab_runs import done_by, on, on_result, queue_row, run_id_of, unfinished, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab]
 
@@ -90,10 +90,13 @@ def members(client: docker.DockerClient, host: str) -> set[str]:
 
 
 def task_queue(client: docker.DockerClient, host: str = BROKERS[0]) -> dict:
+    """task_queue as a node lists it; {} when it cannot say now (while another node starts again,
+    rabbitmqctl can wait 60 s for it and give up, exit 70)."""
     columns = ("name", "messages_ready", "messages_unacknowledged", "consumers", "leader", "members")
-    rows = rabbitmqctl(client, host, "list_queues", "-p", "workqueue", *columns)
-    assert isinstance(rows, list)
-    return next((row for row in rows if row["name"] == "task_queue"), {})
+    try:
+        return queue_row(client, host, "task_queue", *columns)
+    except RuntimeError:
+        return {}
 
 
 def consumers(client: docker.DockerClient) -> int:
@@ -104,10 +107,7 @@ def settled(client: docker.DockerClient, host: str = BROKERS[0]) -> None:
     """The queue ends with nothing ready and nothing unacknowledged (a quorum queue's counts lag by seconds)."""
 
     def empty() -> bool:
-        try:
-            row = task_queue(client, host)
-        except RuntimeError:  # a node that is starting again can leave rabbitmqctl waiting 60 s for it: not yet
-            return False
+        row = task_queue(client, host)
         return (row.get("messages_ready"), row.get("messages_unacknowledged")) == (0, 0)
 
     wait_until(empty, 90, "an empty task_queue")
@@ -205,7 +205,11 @@ def test_the_node_leading_the_queue_killed_mid_run_loses_nothing(cluster: docker
     done = all_done(cluster, run_id, 8, timeout=120)
     assert sorted(done) == list(range(1, 9))
     alive = next(host for host in BROKERS if f"rabbit@{host}" != leader)
-    assert task_queue(cluster, alive)["leader"] != leader  # another node took the lead
+
+    def took_the_lead() -> bool:
+        return task_queue(cluster, alive).get("leader") not in (None, leader)
+
+    wait_until(took_the_lead, 150, "another node leading the queue")
     settled(cluster, alive)
 
     done_run = playbook("report.yml", "-e", f"run_id={run_id}", "-e", f"report_dir={tmp_path}")

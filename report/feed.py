@@ -25,7 +25,7 @@ from report import lab_settings
 from report.gathered import Event
 from workqueue import cli
 from workqueue.output import read_events
-from workqueue.queues import EVENTS_EXCHANGE, declare_events
+from workqueue.queues import EVENTS_EXCHANGE, Mode, QueueSpec, declare_events, queue_spec
 from workqueue.tasks import RUN_ID
 
 
@@ -82,6 +82,12 @@ def _broker_options(prog: str, parser: argparse.ArgumentParser, args: argparse.N
         args.ca_file = args.ca_file or settings.ca_file
         args.mode = args.mode or settings.mode
     return cli.resolve_broker_options(parser, args)
+
+
+def mode_queue(options: cli.BrokerOptions, heard: Mode | None) -> tuple[Mode, QueueSpec]:
+    """The mode the workers say they run in (until one speaks, the mode asked for) and its queue."""
+    mode = heard or options.mode
+    return mode, queue_spec(mode) if mode is not options.mode else options.queue
 
 
 def listen(channel: BlockingChannel, heard: Callable[[list[Event]], None]) -> None:

@@ -31,7 +31,7 @@ from report.live import LiveState
 from report.terminal import columns
 from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe
-from workqueue.queues import Mode, QueueSpec, queue_spec
+from workqueue.queues import Mode, QueueSpec
 
 PROG = "python -m report.watch"
 CLEAR = "\x1b[H\x1b[2J"
@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             next_frame = time.monotonic() + max(config.interval, 0.05)
             while (left := next_frame - time.monotonic()) > 0:
                 connection.process_data_events(time_limit=left)
-            # The workers say which mode they run in; until one speaks, the mode asked for.
-            mode = state.mode or options.mode
-            spec = queue_spec(mode) if mode is not options.mode else options.queue
+            mode, spec = feed.mode_queue(options, state.mode)
             counts_channel, count = feed.queue_count(connection, counts_channel, spec.name)
             frame = render(state, count, spec, mode, options, time.time())
             print(CLEAR + frame if tty else frame + "\n", flush=True)

@@ -11,18 +11,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from report import fates, timeline
+from report import fates, feed, timeline
 from report.fates import IN_PROGRESS
 from report.gathered import QueueState
 from report.web.heard import Heard
 from workqueue import cli
-from workqueue.queues import Mode, queue_spec
+from workqueue.queues import Mode
 
 
 def frame(heard: Heard, options: cli.BrokerOptions, run_filter: str | None, now: float) -> dict[str, Any]:
     gathered, feed_state = heard.read(now)
-    mode = heard.mode or options.mode
-    spec = queue_spec(mode) if mode is not options.mode else options.queue
+    mode, spec = feed.mode_queue(options, heard.mode)
     run = run_filter or fates.last_run(gathered)
     report = fates.build(gathered, run or "")
     queue = next((q for q in gathered.queues or [] if q.name == spec.name), None)

@@ -20,7 +20,7 @@ from report.gathered import QueueState
 from report.web.heard import FeedState, Heard
 from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe
-from workqueue.queues import DEAD_LETTER_QUEUE, Mode, queue_spec
+from workqueue.queues import DEAD_LETTER_QUEUE, Mode
 
 RECONNECT_TIMEOUT = 3600.0  # keeps trying while the page is open; the view's --duration bounds it
 
@@ -83,8 +83,7 @@ class Listener(threading.Thread):
         self, connection: pika.BlockingConnection, channel: BlockingChannel | None
     ) -> tuple[BlockingChannel | None, list[QueueState]]:
         """The mode's queue (and in ack mode the dead-letter queue) as the broker counts them now."""
-        mode = self.heard.mode or self.options.mode
-        spec = queue_spec(mode) if mode is not self.options.mode else self.options.queue
+        mode, spec = feed.mode_queue(self.options, self.heard.mode)
         names = [spec.name] + ([DEAD_LETTER_QUEUE] if mode is Mode.ACK else [])
         queues = []
         for name in names:

@@ -4,7 +4,8 @@
 
 Task i is ``Hello World! #i`` and i dots (i seconds of work), or ``MESSAGE #i``.
 In ack mode the tasks are persistent and every one must be confirmed by the
-broker (publisher confirms). When the connection is lost, the producer
+broker (publisher confirms, taken as they come while up to 256 tasks are in
+flight: producer/confirms.py). When the connection is lost, the producer
 reconnects (within --connect-timeout) and sends again every task the broker had
 not confirmed: a task whose confirmation was lost on the way may then be stored
 twice (at-least-once). It exits 0 only when every task is confirmed, else 1
@@ -15,9 +16,10 @@ connection is lost, the tasks not yet sent are named as not sent (exit 1).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
-import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -29,6 +31,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from producer.confirms import ConfirmWindow
 from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe, node_of
 from workqueue.output import Output
@@ -77,6 +80,8 @@ class Producer:
         self.connection: pika.BlockingConnection | None = None
         self.node = ""  # the broker node it is connected to, host:port
         self.channel: BlockingChannel | None = None
+        self.feed: BlockingChannel | None = None  # the live views' events: a channel without confirms
+        self.window: ConfirmWindow | None = None  # ack mode: the tasks awaiting confirmation
 
     def open(self) -> None:
         """Connect (retrying within --connect-timeout) and declare the queue, as the workers do."""
@@ -91,12 +96,10 @@ class Producer:
         self.node = node_of(self.connection)
         self.channel = self.connection.channel()
         declare(self.channel, self.options.queue)
-        declare_events(self.channel)
+        self.feed = self.connection.channel()
+        declare_events(self.feed)
         if self.ack:
-            self.channel.confirm_delivery()
-
-    def _retrying(self, reason: str, delay: float) -> None:
-        self.out.warn(f" [!] broker not answering ({reason}); retrying in {delay:g} s")
+            self.window = ConfirmWindow(self.connection, self.channel)
 
     def close(self) -> None:
         if self.connection is not None and self.connection.is_open:
@@ -105,58 +108,81 @@ class Producer:
     def tell_feed(self) -> None:
         """The run's events so far, to the live views' feed (best effort: the record is in the logs)."""
         lines = self.out.take_feed()
-        if not lines or self.channel is None or not self.channel.is_open:
+        if not lines or self.feed is None or not self.feed.is_open:
             return
-        try:
-            self.channel.basic_publish(
+        with contextlib.suppress(*LOST):
+            self.feed.basic_publish(
                 EVENTS_EXCHANGE, "", lines.encode(), pika.BasicProperties(content_type="application/x-ndjson")
             )
-        except (*LOST, pika.exceptions.NackError, pika.exceptions.UnroutableError):
-            pass
 
-    def publish(self, run: Run, seq: int) -> bool:
-        """Send one task; in ack mode, True once the broker confirmed it. Raises what a lost connection raises."""
+    def publish(self, run: Run, seq: int) -> None:
+        """Send one task (in ack mode, into the confirm window). Raises what a lost connection raises."""
         assert self.channel is not None
         body = task_body(seq, run.message)
         properties = task_properties(run.run_id, seq, run.count, persistent=run.spec.persistent_messages)
-        try:
-            self.channel.basic_publish("", run.spec.name, body.encode(), properties, mandatory=self.ack)
-        except (pika.exceptions.UnroutableError, pika.exceptions.NackError):
-            return False
+        if self.window is not None:
+            self.window.publish(seq, run.spec.name, body.encode(), properties)
+        else:
+            self.channel.basic_publish("", run.spec.name, body.encode(), properties)
+            run.sent.append(seq)
         self.out.say(f" [x] Sent {body!r}")
-        return True
+
+    def pause(self, seconds: float) -> None:
+        """Wait between tasks (--rate) while taking the broker's confirmations and heartbeats."""
+        assert self.connection is not None
+        self.connection.sleep(seconds)
 
     def publish_run(self, run: Run, rate: float) -> str:
-        """Every task of the run; the reason the connection was lost for good, or ''."""
-        for seq in range(1, run.count + 1):
-            if rate and seq > 1:
-                time.sleep(1 / rate)
-            while True:
-                try:
-                    (run.sent if self.publish(run, seq) else run.not_sent).append(seq)
-                    break
-                except LOST as exc:
-                    reason = describe(exc)
-                    self.out.warn(f" [!] connection lost while sending #{seq} ({reason})")
-                    self.out.event("connection_lost", run_id=run.run_id, seq=seq, reason=reason)
-                    if not self.ack:  # nothing is confirmed: what was not sent is named as such
-                        run.not_sent.extend(range(seq, run.count + 1))
-                        return reason
-                    if not self._reopen(run, seq):
-                        run.not_sent.extend(range(seq, run.count + 1))
-                        return reason
-        return ""
+        """Every task of the run, all confirmed in ack mode; the reason the connection was lost for good, or ''."""
+        to_send = deque(range(1, run.count + 1))
+        while True:
+            try:
+                while to_send:
+                    if rate and to_send[0] > 1:
+                        self.pause(1 / rate)
+                    self.publish(run, to_send[0])
+                    to_send.popleft()
+                if self.window is not None:
+                    self.window.drain()
+                    self._settle(run)
+                return ""
+            except LOST as exc:
+                reason = describe(exc)
+                if self.window is not None:  # every task the broker had not confirmed goes out again
+                    again = self._settle(run)
+                    to_send = deque([*again, *(seq for seq in to_send if seq not in again)])
+                else:
+                    again = []
+                seq = to_send[0] if to_send else run.count
+                self.out.warn(f" [!] connection lost while sending #{seq} ({reason})")
+                self.out.event("connection_lost", run_id=run.run_id, seq=seq, reason=reason)
+                if not self.ack or not self._reopen(run, again):
+                    run.not_sent.extend(to_send)
+                    return reason
 
-    def _reopen(self, run: Run, seq: int) -> bool:
-        """Reconnect and send #seq again: its confirmation never came (it may have been stored)."""
+    def _settle(self, run: Run) -> list[int]:
+        """Book what the window's broker confirmed or refused; the tasks it had not confirmed."""
+        assert self.window is not None
+        run.sent.extend(self.window.confirmed)
+        run.not_sent.extend(self.window.refused)
+        self.window.confirmed.clear()
+        self.window.refused.clear()
+        return self.window.unconfirmed()
+
+    def _reopen(self, run: Run, again: list[int]) -> bool:
+        """Reconnect; the tasks in ``again`` will be sent again: their confirmation never came (they may be stored)."""
         try:
             self.open()
         except BrokerError as exc:
             self.out.warn(f" [!] {exc}")
             return False
-        run.resent.append(seq)
-        self.out.say(f" [*] Reconnected: sending #{seq} again, unconfirmed when the connection was lost")
-        self.out.event("resent", run_id=run.run_id, seq=seq)
+        if again:
+            run.resent.extend(again)
+            self.out.say(f" [*] Reconnected: sending again {seq_list(again)}, unconfirmed when the connection was lost")
+            for seq in again:
+                self.out.event("resent", run_id=run.run_id, seq=seq)
+        else:
+            self.out.say(" [*] Reconnected: every task sent so far was confirmed")
         return True
 
 

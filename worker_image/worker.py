@@ -50,6 +50,7 @@ HEALTH_TOUCH_SECONDS = 5.0
 # least every FEED_ALIVE_SECONDS, if only to say it is alive.
 FEED_INTERVAL = 0.2
 FEED_ALIVE_SECONDS = 5.0
+_FEED_PROPERTIES = pika.BasicProperties(content_type="application/x-ndjson")
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,13 @@ class Delivery:
     # Set when the task must not be finished: the worker is stopping or, in
     # ack mode, the connection it came on is gone (the broker redelivers it).
     cancelled: threading.Event
+    # The task's fields in its events (run_id, seq, message_id), encoded once.
+    encoded: str
 
-    def fields(self) -> dict[str, object]:
-        return {"run_id": self.label.run_id, "seq": self.label.seq, "message_id": self.label.message_id}
+
+# Event fields that are the same for many tasks, encoded once.
+_REDELIVERED = {False: Output.encode(redelivered=False), True: Output.encode(redelivered=True)}
+_NO_WORK = Output.encode(work_seconds=0.0)
 
 
 class Stalled(Exception):
@@ -96,6 +101,13 @@ class Worker:
         # Tasks handed to the work thread and not yet finished: while there are
         # any, a new task must queue behind them, whatever its length.
         self._pending = 0
+        self._ack = config.ack  # read for every task
+        self._seconds_per_dot = config.seconds_per_dot
+        # Ack mode, on the I/O thread: delivery tags handed to the work thread whose
+        # acknowledgement is not sent yet, and the last task done inline whose
+        # acknowledgement waits for the end of the burst (see _ack_inline).
+        self._handed: set[int] = set()
+        self._inline_ack: tuple[BlockingChannel, int] | None = None
         self._pending_lock = threading.Lock()
         self._cancel = threading.Event()
         # Set by the work thread when it finds it stood still: the I/O loop then reconnects.
@@ -104,6 +116,8 @@ class Worker:
         self._health_touched = 0.0
         self._said_stopped = False
         self._fed = 0.0  # when the feed was last published
+        self._unheard = False  # the broker handed the last feed message back: no live view listens
+        self._alive = Output.encode(mode=config.options.mode.value)
 
     # --- signals: set a flag only; pika must not be called from a handler (pika#686)
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -152,48 +166,75 @@ class Worker:
     def _consume(self, connection: pika.BlockingConnection, first: bool) -> None:
         spec = self.config.options.queue
         channel = connection.channel()
+        self._handed, self._inline_ack = set(), None  # tags count from 1 again on a new channel
         declare(channel, spec)
         declare_events(channel)
         if self.config.ack:
             channel.basic_qos(prefetch_count=self.config.prefetch)
+        channel.add_on_return_callback(self._on_feed_returned)
         channel.basic_consume(spec.name, self._on_message, auto_ack=not self.config.ack)
         node = node_of(connection)
         self.out.say(" [*] Waiting for messages. To exit press CTRL+C" if first else f" [*] Reconnected to {node}")
         self.out.event("consuming", queue=spec.name, node=node)
+        self._tick(connection)
         while not self._stopping():
             if self._stalled.is_set():
                 self._stalled.clear()
                 raise Stalled("this worker stood still past the broker's heartbeat timeout")
-            connection.process_data_events(time_limit=POLL_SECONDS)
-            self.out.flush()
+            # Returns after each burst of deliveries, or at the next tick.
+            connection.process_data_events(time_limit=None)
+            self._send_inline_ack()
+            self.out.flush_when_due()
             self._publish_feed(channel)
             self._touch_health()
         self._cancel.set()
         self._stop_work_thread()
         # Acknowledgements of tasks finished just before the stop are still queued as callbacks.
         connection.process_data_events(time_limit=0)
+        self._send_inline_ack()
         self._say_stopped()  # while connected, so that the live view hears it
         self._publish_feed(channel, final=True)
         connection.close()
+
+    def _tick(self, connection: pika.BlockingConnection) -> None:
+        """Wake the I/O loop every POLL_SECONDS, to see the stop flag when no task comes.
+
+        One timer that renews itself, rather than ``process_data_events(time_limit=…)``,
+        which makes and cancels a timer on every turn of the loop: at prefetch 1, a turn per task.
+        """
+        if connection.is_open and not self._stopping():
+            connection.call_later(POLL_SECONDS, lambda: self._tick(connection))
 
     def _publish_feed(self, channel: BlockingChannel, final: bool = False) -> None:
         """The events since the last call, as one message to the live view's exchange.
 
         At most every FEED_INTERVAL: the I/O loop comes round after every burst of
         deliveries, and a publish each time would cost the worker a fifth of its pace.
+        Published ``mandatory``: when the broker hands it back, no live view listens, and
+        until one does only a short ``alive`` line goes out (same pace), to find out; the
+        events meanwhile wait in ``Output`` (its last FEED_LIMIT writes) for the view that
+        comes, which has them within two intervals. Sending every event to nobody cost a
+        tenth of the worker's pace at zero-dot tasks.
         """
         now = time.monotonic()
-        if not final and now - self._fed < FEED_INTERVAL:
+        since = now - self._fed
+        if not final and since < FEED_INTERVAL:
             return
-        if now - self._fed >= FEED_ALIVE_SECONDS:
-            # A worker with nothing to say still says it is there, in the feed only.
-            self.out.feed_only("alive", mode=self.config.options.mode.value)
-        lines = self.out.take_feed()
-        if lines:
-            self._fed = now
-            channel.basic_publish(
-                EVENTS_EXCHANGE, "", lines.encode(), pika.BasicProperties(content_type="application/x-ndjson")
-            )
+        if self._unheard and not final:
+            body = self.out.event_line("alive", self._alive)
+            self._unheard = False  # until the broker hands this one back too
+        else:
+            if since >= FEED_ALIVE_SECONDS:
+                # A worker with nothing to say still says it is there, in the feed only.
+                self.out.feed_only("alive", mode=self.config.options.mode.value)
+            body = self.out.take_feed()
+            if not body:
+                return
+        self._fed = now
+        channel.basic_publish(EVENTS_EXCHANGE, "", body.encode(), _FEED_PROPERTIES, mandatory=True)
+
+    def _on_feed_returned(self, *returned: object) -> None:
+        self._unheard = True
 
     def _on_message(
         self,
@@ -210,22 +251,28 @@ class Worker:
         if not text:
             self._reject(channel, method.delivery_tag, label, "not UTF-8" if body else "empty", len(body))
             return
-        again = " (redelivered)" if method.redelivered else ""
-        self.out.say(f" [x] Received {text!r}{again}")
-        seconds = work_seconds(text, self.config.seconds_per_dot)
-        delivery = Delivery(channel, method.delivery_tag, label, text, seconds, self._cancel)
-        origin = {} if label.from_a_run else {"origin": task_origin(properties, text)}
-        self.out.event("received", **delivery.fields(), redelivered=method.redelivered, **origin)
+        received = f" [x] Received {text!r}{' (redelivered)' if method.redelivered else ''}"
+        seconds = work_seconds(text, self._seconds_per_dot)
+        encoded = label.encoded()
+        origin = "" if label.from_a_run else Output.encode(origin=task_origin(properties, text))
+        received_event = self.out.event_line("received", encoded, _REDELIVERED[method.redelivered], origin)
         with self._pending_lock:
             # No work to wait for and nothing ahead of it: finish it here, on the
             # I/O thread. A hand-off to the work thread only pays where work is long.
             inline = seconds == 0 and self._pending == 0
             if not inline:
                 self._pending += 1
-        if inline:
-            self._task_done(delivery, on_io_thread=True)
-        else:
-            self._inbox.put(delivery)
+        if inline:  # received and done at once: its two lines and two events in one write
+            if self._ack:
+                self._ack_inline(channel, method.delivery_tag)
+            done_event = self.out.event_line("done", encoded, _NO_WORK)
+            self.out.write(f"{received}\n [x] Done {label.number}\n", received_event + done_event)
+            return
+        self.out.write(received + "\n", received_event)
+        delivery = Delivery(channel, method.delivery_tag, label, text, seconds, self._cancel, encoded)
+        if self._ack:
+            self._handed.add(delivery.tag)
+        self._inbox.put(delivery)
 
     def _reject(self, channel: BlockingChannel, tag: int, label: TaskLabel, why: str, size: int) -> None:
         spec = self.config.options.queue
@@ -272,28 +319,25 @@ class Worker:
                 continue
             stalled = time.monotonic() - started - delivery.seconds
             if stalled <= self._broker_gives_up_after():
-                self._task_done(delivery, on_io_thread=False)
+                self._task_done(delivery)
             elif self.config.ack:
                 self._task_done_late(delivery, stalled)
             else:  # acknowledged on arrival: late, but neither lost nor done twice
-                self._task_done(delivery, on_io_thread=False, late=stalled)
+                self._task_done(delivery, late=stalled)
             with self._pending_lock:
                 self._pending -= 1
 
-    def _task_done(self, delivery: Delivery, on_io_thread: bool, late: float | None = None) -> None:
+    def _task_done(self, delivery: Delivery, late: float | None = None) -> None:
         # Acknowledge first: the broker's next delivery then overlaps with our
         # output (which is buffered, so writing it first would guarantee nothing).
         if self.config.ack:
-            if on_io_thread:
-                delivery.channel.basic_ack(delivery.tag)
-            else:
-                self._ack_from_work_thread(delivery)
+            self._ack_from_work_thread(delivery)
         if late is None:
             self.out.say(f" [x] Done {delivery.label.number}")
-            self.out.event("done", **delivery.fields(), work_seconds=round(delivery.seconds, 3))
+            self.out.event("done", delivery.encoded, work_seconds=round(delivery.seconds, 3))
         else:
             self.out.say(f" [x] Done {delivery.label.number}, late: stalled {late:.0f} s")
-            self.out.event("done", **delivery.fields(), work_seconds=round(delivery.seconds, 3), late=round(late, 1))
+            self.out.event("done", delivery.encoded, work_seconds=round(delivery.seconds, 3), late=round(late, 1))
 
     def _broker_gives_up_after(self) -> float:
         """Seconds of silence after which the broker has closed our connection: two missed heartbeats."""
@@ -315,11 +359,33 @@ class Worker:
             " its acknowledgement is refused and another worker does it again"
         )
         self.out.event(
-            "done", **delivery.fields(), work_seconds=round(delivery.seconds, 3), late=round(stalled, 1), refused=True
+            "done", delivery.encoded, work_seconds=round(delivery.seconds, 3), late=round(stalled, 1), refused=True
         )
 
+    def _ack_inline(self, channel: BlockingChannel, tag: int) -> None:
+        """Acknowledge a task done on the I/O thread, at the end of the burst it came in.
+
+        One ``multiple`` acknowledgement then covers the burst's tasks: a socket write
+        per burst rather than per task, which is what makes zero-dot tasks as fast as
+        the tutorial's loop. Only while no earlier task is in the work thread's hands
+        (its own acknowledgement would then name a tag already covered: a channel error).
+        """
+        if self._handed or self.config.prefetch == 1:  # prefetch 1: no burst to wait for
+            channel.basic_ack(tag)
+        else:
+            self._inline_ack = (channel, tag)
+
+    def _send_inline_ack(self) -> None:
+        if self._inline_ack is not None:
+            channel, tag = self._inline_ack
+            self._inline_ack = None
+            channel.basic_ack(tag, multiple=True)
+
     def _ack_from_work_thread(self, delivery: Delivery) -> None:
-        def ack() -> None:
+        handed = self._handed  # this channel's: a reconnection starts another set
+
+        def ack() -> None:  # on the I/O thread
+            handed.discard(delivery.tag)
             if delivery.channel.is_open:
                 delivery.channel.basic_ack(delivery.tag)
 
@@ -332,7 +398,7 @@ class Worker:
         else:
             fate, line = "lost", "lost: it was acknowledged on arrival (noack mode)"
         self.out.say(f" [!] Not finished {delivery.label.number}: {line}")
-        self.out.event("abandoned", **delivery.fields(), fate=fate)
+        self.out.event("abandoned", delivery.encoded, fate=fate)
 
 
 def parse_args(argv: list[str] | None) -> WorkerConfig:

@@ -19,18 +19,20 @@ import math
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 FLUSH_INTERVAL = 0.2
-# Event lines kept for the feed while nobody takes them (a worker between connections).
+# Writes of event lines kept for the feed while nobody takes them (a worker between connections).
 FEED_LIMIT = 10_000
 
 
 _encode_string = json.encoder.encode_basestring  # C-accelerated
 
 
-def _json_value(value: Any) -> str:
+def json_value(value: Any) -> str:
+    """A value as JSON: the common types by hand (json.dumps costs more than the rest of an event)."""
     if isinstance(value, str):
         return _encode_string(value)
     if value is None:
@@ -59,7 +61,7 @@ class Output:
         self, source: dict[str, Any], people: TextIO | None = None, events: TextIO | None = None, feed: bool = False
     ) -> None:
         # ``source`` names who speaks (program, host, worker); it goes into every event.
-        self._source_json = "".join(f',"{key}":{_json_value(value)}' for key, value in source.items())
+        self._source_json = "".join(f',"{key}":{json_value(value)}' for key, value in source.items())
         # The given streams are kept: their file descriptors must stay open under the buffers.
         self._streams = (people or sys.stdout, events or sys.stderr)
         self._people = _buffered(self._streams[0])
@@ -67,7 +69,8 @@ class Output:
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
         # With ``feed``, event lines are also kept until ``take_feed`` (the worker publishes them).
-        self._feed: list[str] | None = [] if feed else None
+        # A deque: while nobody takes them, the oldest fall off at no cost per write.
+        self._feed: deque[str] | None = deque(maxlen=FEED_LIMIT) if feed else None
 
     def say(self, line: str) -> None:
         with self._lock:
@@ -80,41 +83,55 @@ class Output:
             self._events.write(line + "\n")
             self._flush()
 
-    def event(self, kind: str, **fields: Any) -> None:
-        line = self._event_line(kind, fields)
+    def event(self, kind: str, encoded: str = "", **fields: Any) -> None:
+        """One event line; ``encoded``: fields already encoded by ``encode`` (a task's, said twice)."""
+        self.write("", self.event_line(kind, encoded, self.encode(**fields) if fields else ""))
+
+    def write(self, people: str, events: str) -> None:
+        """Whole lines at once: for people (may be ''), and event lines made by ``event_line`` (may be '')."""
         with self._lock:
-            self._events.write(line)
-            if self._feed is not None:
-                self._feed.append(line)
-                if len(self._feed) > FEED_LIMIT:
-                    del self._feed[: len(self._feed) - FEED_LIMIT]
+            if people:
+                self._people.write(people)
+            if events:
+                self._events.write(events)
+                if self._feed is not None:
+                    self._feed.append(events)
             self._maybe_flush()
 
     def feed_only(self, kind: str, **fields: Any) -> None:
         """An event for the feed alone, not the logs (a worker saying it is still there)."""
         if self._feed is not None:
-            line = self._event_line(kind, fields)
+            line = self.event_line(kind, self.encode(**fields))
             with self._lock:
                 self._feed.append(line)
 
-    def _event_line(self, kind: str, fields: dict[str, Any]) -> str:
-        # Hand-made JSON: json.dumps was half of a worker's own cost per task.
-        parts = [f'{{"event":"{kind}","ts":{time.time():.3f}', self._source_json]
-        parts += [f',"{key}":{_json_value(value)}' for key, value in fields.items()]
-        parts.append("}\n")
-        return "".join(parts)
+    @staticmethod
+    def encode(**fields: Any) -> str:
+        """Fields as the inside of an event's JSON object, for ``event(kind, encoded)``."""
+        return "".join([f',"{key}":{json_value(value)}' for key, value in fields.items()])
+
+    def event_line(self, kind: str, *encoded: str) -> str:
+        """An event's line, its fields encoded by ``encode``. Hand-made JSON: json.dumps
+        was half of a worker's own cost per task."""
+        return f'{{"event":"{kind}","ts":{time.time():.3f}{self._source_json}{"".join(encoded)}}}\n'
 
     def take_feed(self) -> str:
         """The event lines written since the last call, one per line; '' when none."""
         with self._lock:
             if not self._feed:
                 return ""
-            lines, self._feed = self._feed, []
-        return "".join(lines)
+            lines = "".join(self._feed)
+            self._feed.clear()
+        return lines
 
     def flush(self) -> None:
         with self._lock:
             self._flush()
+
+    def flush_when_due(self) -> None:
+        """Flush if FLUSH_INTERVAL has passed since the last flush (a loop's idle moments)."""
+        with self._lock:
+            self._maybe_flush()
 
     def _maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= FLUSH_INTERVAL:

@@ -11,9 +11,11 @@ import re
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import pika
+
+from workqueue.output import json_value
 
 DEFAULT_MESSAGE = "Hello World!"
 PERSISTENT = pika.DeliveryMode.Persistent
@@ -69,13 +71,17 @@ def seq_list(seqs: Iterable[int]) -> str:
     return ", ".join(parts)
 
 
-@dataclass(frozen=True)
-class TaskLabel:
-    """What identifies a task; empty for tasks from other producers."""
+class TaskLabel(NamedTuple):
+    """What identifies a task; empty for tasks from other producers. (A tuple: made for every task.)"""
 
     run_id: str | None
     seq: int | None
     message_id: str | None
+
+    def encoded(self) -> str:
+        """The label as fields of an event (``Output.event``'s ``encoded``)."""
+        run_id, seq, message_id = json_value(self.run_id), json_value(self.seq), json_value(self.message_id)
+        return f',"run_id":{run_id},"seq":{seq},"message_id":{message_id}'
 
     @property
     def number(self) -> str:
@@ -106,7 +112,7 @@ def task_label(properties: pika.BasicProperties) -> TaskLabel:
     if isinstance(run_id, bytes):
         run_id = run_id.decode("utf-8", "replace")
     return TaskLabel(
-        run_id=run_id if isinstance(run_id, str) else None,
-        seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
-        message_id=properties.message_id,
+        run_id if isinstance(run_id, str) else None,
+        seq if type(seq) is int else None,  # not a bool, which is an int too
+        properties.message_id,
     )

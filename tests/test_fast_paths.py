@@ -1,0 +1,85 @@
+"""What the programs' fast paths must not change (issue 12): every task confirmed or named,
+every task acknowledged once, every event still heard by a live view that comes late."""
+
+from __future__ import annotations
+
+import time
+
+import pika
+import pytest
+
+from producer.confirms import ConfirmWindow
+from tests.conftest import URL, assert_counts
+from tests.test_dispatch import publish
+from virtual_lab.processes import LocalLab as Lab
+from virtual_lab.processes import done_seqs
+from workqueue.output import read_events
+from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, queue_spec
+from workqueue.tasks import task_properties
+
+pytestmark = pytest.mark.broker
+
+
+def test_the_confirm_window_books_every_task_confirmed_or_refused_by_name(clean_broker: str) -> None:
+    spec = queue_spec(Mode.ACK)
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    try:
+        channel = connection.channel()
+        declare(channel, spec)
+        window = ConfirmWindow(connection, channel, size=16)  # small: the window fills and drains many times
+        for seq in range(1, 301):
+            # Every tenth task to a queue that does not exist: the broker hands it back, then confirms it.
+            queue = "no-such-queue" if seq % 10 == 0 else spec.name
+            window.publish(seq, queue, b"t", task_properties("window", seq, 300, persistent=True))
+        window.drain()
+        assert window.unconfirmed() == []
+        refused = [seq for seq in range(1, 301) if seq % 10 == 0]
+        assert sorted(window.refused) == refused
+        assert sorted(window.confirmed) == sorted(set(range(1, 301)) - set(refused))
+    finally:
+        connection.close()
+    assert_counts(spec.name, (270, 0))  # the broker holds exactly the confirmed ones
+
+
+def test_zero_dot_tasks_among_long_ones_are_each_acknowledged_once(lab: Lab) -> None:
+    """Zero-dot tasks are acknowledged a burst at a time (``multiple``); a task in the work
+    thread's hands must never be covered by that, or its own acknowledgement is a channel error."""
+    worker = lab.worker("--mode", "ack", "--prefetch", "50", "--seconds-per-dot", "0.01")
+    worker.wait_for_event("consuming")
+    bodies = ["long.." if seq % 7 == 0 else "zero" for seq in range(1, 301)]
+    publish(bodies)
+    worker.wait_for(lambda: len(worker.events("done")) == 300, 60, "all 300 tasks done")
+    assert sorted(done_seqs([worker])) == list(range(1, 301))
+    assert all(len(by) == 1 for by in done_seqs([worker]).values())
+    assert worker.events("connection_lost") == [], worker.errors()
+    assert worker.process.poll() is None, worker.errors()
+    assert_counts("task_queue", (0, 0))  # nothing left unacknowledged
+
+
+def test_a_live_view_that_comes_late_hears_what_the_workers_did_before(lab: Lab) -> None:
+    """With no live view listening, a worker keeps its events instead of sending them to nobody;
+    the first view to listen gets them."""
+    worker = lab.worker("--mode", "ack", "--seconds-per-dot", "0")
+    worker.wait_for_event("consuming")
+    producer = lab.produce("20", "task", "--mode", "ack", "--url", URL)
+    assert producer.process.returncode == 0, producer.errors()
+    worker.wait_for(lambda: len(worker.events("done")) == 20, 30, "all tasks done")
+    time.sleep(1)  # the worker's feed went to the exchange and came back: nobody listens
+
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    try:
+        channel = connection.channel()
+        heard = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(heard, EVENTS_EXCHANGE)
+        events: list[dict] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and len([e for e in events if e["event"] == "done"]) < 20:
+            method, _, body = channel.basic_get(heard, auto_ack=True)
+            if method is None:
+                time.sleep(0.2)
+                continue
+            events += [e for e in read_events(body.decode().splitlines()) if e.get("worker") == worker.name]
+    finally:
+        connection.close()
+    assert sorted(e["seq"] for e in events if e["event"] == "done") == list(range(1, 21))
+    assert sorted(e["seq"] for e in events if e["event"] == "received") == list(range(1, 21))

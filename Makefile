@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv demo drills demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls bench-releases lab-up lab-down lab-status clean
+.PHONY: help venv demo drills demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls bench-releases bench-scale lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench   compare the worker and producer with bare pika loops"
 	@echo "make bench-tls  the worker and producer over TLS against plain AMQP"
 	@echo "make bench-releases  site.yml on Debian 12 and 13 hosts, side by side"
+	@echo "make bench-scale  the lab at 5, 10 and 20 worker hosts: times, memory, a plot"
 	@echo "make lab-up [HOSTS=5] [BROKERS=1|3] [RELEASE=bookworm|trixie|mixed]  a virtual lab: Debian hosts with systemd and SSH (lab-down, lab-status)"
 
 $(STAMP): pyproject.toml
@@ -103,6 +104,9 @@ bench-tls: venv
 	$(PY) bench/tls.py
 
 # site.yml on Debian 12 and Debian 13 hosts, side by side (a virtual lab of its own, removed after).
+bench-scale: venv
+	$(PY) bench/scale.py
+
 bench-releases: venv
 	$(PY) bench/releases.py
 

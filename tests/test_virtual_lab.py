@@ -129,10 +129,10 @@ def test_a_stopped_host_is_down_until_started_and_comes_back_as_it_was(
     ("count", "brokers", "message"),
     [
         ("abc", "1", "HOSTS must be a whole number"),
-        ("1", "1", "a lab of 1 broker host needs 2 to 20 hosts"),
+        ("1", "1", "a lab of 1 broker host needs 2 to 24 hosts"),
         ("5", "2", "BROKERS must be 1 or an odd number from 3 up"),
         ("5", "4", "BROKERS must be 1 or an odd number from 3 up"),
-        ("3", "3", "a lab of 3 broker hosts needs 4 to 20 hosts"),
+        ("3", "3", "a lab of 3 broker hosts needs 4 to 24 hosts"),
     ],
 )
 def test_bad_host_counts_fail_before_anything_is_made(

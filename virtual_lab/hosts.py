@@ -30,7 +30,7 @@ LAB_HOST_IMAGE = "workqueue-lab/lab-host"
 LAB_LABEL = "workqueue-lab.virtual-lab"  # its value: the lab's name
 FIRST_ADDRESS = 11
 MIN_HOSTS = 2
-MAX_HOSTS = 20
+MAX_HOSTS = 24  # a classroom: 20 worker hosts, a broker (or three), a producer
 DEFAULT_HOSTS = 5
 # A throwaway lab: its hosts get new keys every time, so none is checked or remembered.
 SSH_OPTIONS = [

@@ -39,6 +39,9 @@ SSH_OPTIONS = [
     for arg in ("-o", option)
 ]
 BOOT_TIMEOUT = 90.0
+# inotify instances a lab host takes (systemd, journald, dockerd, containerd: measured about 6), with room.
+INOTIFY_PER_HOST = 16
+INOTIFY_FLOOR = 128  # Debian's default: a lab that fits under it changes nothing
 # What `make lab-status` lists on a host: the project's containers and their state.
 PROJECT_CONTAINERS = (
     "command -v docker >/dev/null && docker ps -a --filter label=workqueue-lab --format '{{.Names}} ({{.Status}})'"
@@ -162,6 +165,7 @@ def up(
     image = {each: lab_host_image(client, each) for each in sorted({host.release for host in hosts})}
     _ensure_key(lab)
     _ensure_network(client, lab)
+    _ensure_inotify_instances(len(hosts))
     wanted = {host.name for host in hosts}
     for container in _containers(client, lab):
         if container.name not in wanted:
@@ -181,6 +185,27 @@ def lab_host_image(client: docker.DockerClient, release: str = images.SUITE) -> 
     dockerfile = DOCKERFILES / "lab-host.Dockerfile"
     inputs = [DOCKERFILES / "ssh-host-keys.service"]
     return images.build(client, name, dockerfile, DOCKERFILES, {"DEBIAN_IMAGE": debian}, inputs)
+
+
+def _ensure_inotify_instances(count: int) -> None:
+    """Enough inotify instances for ``count`` hosts' systemd and Docker (they share this machine's root's).
+
+    Debian's default, 128, ran out at the 22nd host: its systemd could not watch its units and
+    never started SSH. Raised for this boot only, and only when a lab of this size needs it.
+    """
+    path = Path("/proc/sys/fs/inotify/max_user_instances")
+    needed = max(INOTIFY_FLOOR, count * INOTIFY_PER_HOST)
+    try:
+        current = int(path.read_text())
+        if current >= needed:
+            return
+        path.write_text(f"{needed}\n")
+    except (OSError, ValueError) as exc:
+        raise LabError(
+            f"a lab of {count} hosts needs fs.inotify.max_user_instances >= {needed} (each host's systemd and "
+            f"Docker watch files): run `sysctl fs.inotify.max_user_instances={needed}` as root ({exc})"
+        ) from None
+    print(f"raised fs.inotify.max_user_instances from {current} to {needed} for a lab of {count} hosts (until reboot)")
 
 
 def _labels(lab: Lab, kind: str) -> dict[str, str]:

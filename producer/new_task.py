@@ -150,7 +150,8 @@ class Producer:
                 reason = describe(exc)
                 if self.window is not None:  # every task the broker had not confirmed goes out again
                     again = self._settle(run)
-                    to_send = deque([*again, *(seq for seq in to_send if seq not in again)])
+                    resend = set(again)
+                    to_send = deque([*again, *(seq for seq in to_send if seq not in resend)])
                 else:
                     again = []
                 seq = to_send[0] if to_send else run.count

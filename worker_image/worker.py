@@ -220,7 +220,9 @@ class Worker:
         since = now - self._fed
         if not final and since < FEED_INTERVAL:
             return
-        if self._unheard and not final:
+        if self._unheard:
+            if final:  # nobody to tell that this worker stops
+                return
             body = self.out.event_line("alive", self._alive)
             self._unheard = False  # until the broker hands this one back too
         else:

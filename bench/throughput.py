@@ -56,13 +56,12 @@ def bare_publish(mode: Mode, count: int, confirms: bool) -> float:
     """Bare pika publishing the mode's tasks; with ``confirms``, waiting for each confirmation (pika's blocking way)."""
     connection, channel = channel_for(mode)
     spec = queue_spec(mode)
-    ack = confirms
-    if ack:
+    if confirms:
         channel.confirm_delivery()
     start = time.perf_counter()
     for seq in range(1, count + 1):
         properties = task_properties("bench", seq, count, persistent=spec.persistent_messages)
-        channel.basic_publish("", spec.name, b"task #%d" % seq, properties, mandatory=ack)
+        channel.basic_publish("", spec.name, b"task #%d" % seq, properties, mandatory=confirms)
     elapsed = time.perf_counter() - start
     connection.close()
     return count / elapsed

@@ -17,7 +17,6 @@ Publishing itself goes through the blocking channel as usual.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 import pika
@@ -47,7 +46,7 @@ class ConfirmWindow:
         self._channel = channel
         self._size = size
         self._next_tag = 1
-        self._waiting: OrderedDict[int, int] = OrderedDict()  # delivery tag -> task seq, oldest first
+        self._waiting: dict[int, int] = {}  # delivery tag -> task seq, oldest first (a dict keeps its order)
         self._returned: set[int] = set()  # seqs the broker handed back (confirmed next, but not stored)
         self.confirmed: list[int] = []
         self.refused: list[int] = []

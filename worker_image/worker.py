@@ -101,8 +101,6 @@ class Worker:
         # Tasks handed to the work thread and not yet finished: while there are
         # any, a new task must queue behind them, whatever its length.
         self._pending = 0
-        self._ack = config.ack  # read for every task
-        self._seconds_per_dot = config.seconds_per_dot
         # Ack mode, on the I/O thread: delivery tags handed to the work thread whose
         # acknowledgement is not sent yet, and the last task done inline whose
         # acknowledgement waits for the end of the burst (see _ack_inline).
@@ -228,7 +226,7 @@ class Worker:
         else:
             if since >= FEED_ALIVE_SECONDS:
                 # A worker with nothing to say still says it is there, in the feed only.
-                self.out.feed_only("alive", mode=self.config.options.mode.value)
+                self.out.feed_only("alive", self._alive)
             body = self.out.take_feed()
             if not body:
                 return
@@ -254,7 +252,7 @@ class Worker:
             self._reject(channel, method.delivery_tag, label, "not UTF-8" if body else "empty", len(body))
             return
         received = f" [x] Received {text!r}{' (redelivered)' if method.redelivered else ''}"
-        seconds = work_seconds(text, self._seconds_per_dot)
+        seconds = work_seconds(text, self.config.seconds_per_dot)
         encoded = label.encoded()
         origin = "" if label.from_a_run else Output.encode(origin=task_origin(properties, text))
         received_event = self.out.event_line("received", encoded, _REDELIVERED[method.redelivered], origin)
@@ -265,14 +263,14 @@ class Worker:
             if not inline:
                 self._pending += 1
         if inline:  # received and done at once: its two lines and two events in one write
-            if self._ack:
+            if self.config.ack:
                 self._ack_inline(channel, method.delivery_tag)
             done_event = self.out.event_line("done", encoded, _NO_WORK)
             self.out.write(f"{received}\n [x] Done {label.number}\n", received_event + done_event)
             return
         self.out.write(received + "\n", received_event)
         delivery = Delivery(channel, method.delivery_tag, label, text, seconds, self._cancel, encoded)
-        if self._ack:
+        if self.config.ack:
             self._handed.add(delivery.tag)
         self._inbox.put(delivery)
 
@@ -284,7 +282,7 @@ class Worker:
         else:
             where = "dropped"
         self.out.say(f" [!] Rejected task {label.number}: its body is {why} ({size} bytes); {where}")
-        self.out.event("rejected", run_id=label.run_id, seq=label.seq, message_id=label.message_id, reason=why)
+        self.out.event("rejected", label.encoded(), reason=why)
 
     def _connection_lost(self, reason: str) -> None:
         self.out.warn(f" [!] connection lost ({reason}); reconnecting")

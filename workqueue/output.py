@@ -98,10 +98,10 @@ class Output:
                     self._feed.append(events)
             self._maybe_flush()
 
-    def feed_only(self, kind: str, **fields: Any) -> None:
+    def feed_only(self, kind: str, encoded: str) -> None:
         """An event for the feed alone, not the logs (a worker saying it is still there)."""
         if self._feed is not None:
-            line = self.event_line(kind, self.encode(**fields))
+            line = self.event_line(kind, encoded)
             with self._lock:
                 self._feed.append(line)
 

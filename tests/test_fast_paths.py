@@ -3,9 +3,12 @@ every task acknowledged once, every event still heard by a live view that comes 
 
 from __future__ import annotations
 
+import io
 import time
+from types import SimpleNamespace
 
 import pika
+import pika.spec
 import pytest
 
 from producer.confirms import ConfirmWindow
@@ -13,7 +16,8 @@ from tests.conftest import URL, assert_counts
 from tests.test_dispatch import publish
 from virtual_lab.processes import LocalLab as Lab
 from virtual_lab.processes import done_seqs
-from workqueue.output import read_events
+from worker_image import worker as worker_module
+from workqueue.output import Output, read_events
 from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, queue_spec
 from workqueue.tasks import task_properties
 
@@ -42,8 +46,10 @@ def test_the_confirm_window_books_every_task_confirmed_or_refused_by_name(clean_
 
 
 def test_zero_dot_tasks_among_long_ones_are_each_acknowledged_once(lab: Lab) -> None:
-    """Zero-dot tasks are acknowledged a burst at a time (``multiple``); a task in the work
-    thread's hands must never be covered by that, or its own acknowledgement is a channel error."""
+    """Zero-dot tasks are acknowledged a burst at a time (``multiple``), among tasks the work thread
+    acknowledges one by one: each is done once and the broker is left holding none. (The race where
+    a burst's acknowledgement would cover a task whose own is still to go is rare with real threads:
+    the next test forces it.)"""
     worker = lab.worker("--mode", "ack", "--prefetch", "50", "--seconds-per-dot", "0.01")
     worker.wait_for_event("consuming")
     bodies = ["long.." if seq % 7 == 0 else "zero" for seq in range(1, 301)]
@@ -54,6 +60,36 @@ def test_zero_dot_tasks_among_long_ones_are_each_acknowledged_once(lab: Lab) -> 
     assert worker.events("connection_lost") == [], worker.errors()
     assert worker.process.poll() is None, worker.errors()
     assert_counts("task_queue", (0, 0))  # nothing left unacknowledged
+
+
+def test_a_burst_acknowledgement_never_covers_a_task_whose_own_is_still_to_go() -> None:
+    """Pure logic, the worker's own code with a fake channel: the work thread has finished #1 and
+    queued its acknowledgement (not yet sent) when the zero-dot #2 arrives."""
+    acks: list[tuple[int, bool]] = []
+    queued: list[object] = []
+
+    class FakeChannel:
+        is_open = True
+        connection = SimpleNamespace(add_callback_threadsafe=queued.append)
+
+        def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+            acks.append((delivery_tag, multiple))
+
+    config = worker_module.parse_args(["--mode", "ack", "--prefetch", "50", "--seconds-per-dot", "1"])
+    worker = worker_module.Worker(config, Output({"program": "worker"}, io.StringIO(), io.StringIO()))
+    channel = FakeChannel()
+    for tag, body in ((1, "long."), (2, "zero")):
+        method = pika.spec.Basic.Deliver(delivery_tag=tag, redelivered=False, routing_key="task_queue")
+        properties = task_properties("race", tag, 2, persistent=True)
+        if tag == 2:  # the work thread did #1: its acknowledgement is queued for the I/O thread
+            worker._task_done(worker._inbox.get())
+            worker._pending = 0
+        worker._on_message(channel, method, properties, body.encode())  # type: ignore[arg-type]
+    worker._send_inline_ack()  # the end of the burst
+    assert acks == [(2, False)], "#2 acknowledged with multiple, over #1 whose own acknowledgement is queued"
+    (ack_1,) = queued
+    ack_1()  # type: ignore[operator]
+    assert acks == [(2, False), (1, False)]
 
 
 def test_a_live_view_that_comes_late_hears_what_the_workers_did_before(lab: Lab) -> None:

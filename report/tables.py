@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from report.fates import DONE, Attempt, RunReport, clock
+from report.leader import led_by
 from workqueue.queues import DEAD_LETTER_QUEUE
 from workqueue.tasks import seq_list
 
@@ -29,7 +30,6 @@ def broker_line(report: RunReport) -> str:
     state = report.queue_state
     if state is None:
         return "broker: not read (see what is missing)"
-    led = f", led by {state.leader}" if state.leader else ""
     # Never dropped silently: what a worker refused, or what passed the policy's delivery limit.
     kept = (
         f"; {report.dead_lettered} in '{DEAD_LETTER_QUEUE}' (refused, or redelivered past the delivery limit)"
@@ -38,7 +38,7 @@ def broker_line(report: RunReport) -> str:
     )
     return (
         f"broker now: queue '{state.name}' holds {state.ready} ready and "
-        f"{state.unacknowledged} unacknowledged, {state.consumers} consumers{led}{kept}"
+        f"{state.unacknowledged} unacknowledged, {state.consumers} consumers{led_by(state.leader)}{kept}"
     )
 
 

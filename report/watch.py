@@ -11,9 +11,11 @@ It listens on two sources, each for what only it knows:
   a second, and a word every 5 s when idle) to the fanout exchange
   ``workqueue.events``: the task each one has in hand and its counts. Only a
   worker knows which task it is doing.
-No management plugin is needed (the lab leaves it off by default): the view
-uses the programs' own port, user and password. In ack mode the broker's
-unacknowledged count is the tasks the workers hold, which the events tell.
+No management plugin is needed: the view uses the programs' own port, user and
+password. In ack mode the broker's unacknowledged count is the tasks the workers
+hold, which the events tell. Where the management plugin is on (a cluster of
+brokers turns it on), the view also names the node that leads the queue
+(``report.leader``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from report import feed
+from report.leader import LeaderProbe, led_by
 from report.live import LiveState
 from report.terminal import columns
 from workqueue import cli
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     connection = connect(options.broker, options.connect_timeout)
     assert connection is not None  # no stop flag: connect returns None only when asked to stop
     state = LiveState(run_filter=config.run, mode=options.mode)
+    leader = LeaderProbe(options.broker)
     counts_channel: BlockingChannel | None = None
     tty = sys.stdout.isatty()
     deadline = time.monotonic() + config.duration
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 connection.process_data_events(time_limit=left)
             mode, spec = feed.mode_queue(options, state.mode)
             counts_channel, count = feed.queue_count(connection, counts_channel, spec.name)
-            frame = render(state, count, spec, mode, options, time.time())
+            frame = render(state, count, spec, mode, options, time.time(), leader.leader(spec.name))
             print(CLEAR + frame if tty else frame + "\n", flush=True)
             if time.monotonic() >= deadline:
                 return 0
@@ -73,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(
-    state: LiveState, count: feed.QueueCount, spec: QueueSpec, mode: Mode, options: cli.BrokerOptions, now: float
+    state: LiveState,
+    count: feed.QueueCount,
+    spec: QueueSpec,
+    mode: Mode,
+    options: cli.BrokerOptions,
+    now: float,
+    leader: str = "",
 ) -> str:
     lines = [f"workqueue live view, {time.strftime('%H:%M:%S', time.localtime(now))} (Ctrl+C to stop)"]
     lines.append(f"broker: {options.broker.where}, {mode.value} mode")
@@ -84,7 +94,8 @@ def render(
             unacked = f"{state.unacknowledged()} unacknowledged (held by workers)"
         else:
             unacked = "0 unacknowledged (noack: acknowledged on delivery)"
-        lines.append(f"queue '{spec.name}': {count.ready} ready (broker), {unacked}, {count.consumers} consumers")
+        consumers = f"{count.consumers} consumers{led_by(leader)}"
+        lines.append(f"queue '{spec.name}': {count.ready} ready (broker), {unacked}, {consumers}")
     lines.append(f"run: {state.run_id or 'none yet (no task received since the view started)'}")
     if foreign := state.foreign_line():
         lines.append(foreign + " (not part of the run)")

@@ -10,7 +10,9 @@ says which it needs (``cluster``), so that any one runs alone.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +25,12 @@ import yaml
 
 from machine import engine, images
 from tests.conftest import succeeded
+from tests.host_firewall import install_drop_by_default
 from tests.secret_places import CommandLines, where_secrets_show
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import CLUSTER_LAB
 from virtual_lab.lab_runs import done_by, on, on_result, queue_row, run_id_of, unfinished, wait_until
+from workqueue.connection import broker_from_url, connect
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab]
 
@@ -35,7 +39,9 @@ WORKERS = [f"{CLUSTER_LAB.name}{i}" for i in (4, 5)]
 NODES = {f"rabbit@{host}" for host in BROKERS}
 ALL_HOSTS = [f"{CLUSTER_LAB.name}{i}" for i in range(1, 7)]
 PRODUCER = ALL_HOSTS[-1]
+FIREWALLED = BROKERS[1]  # a lab PC whose firewall drops what no rule accepts
 FAST = ("-e", "seconds_per_dot=0.2", "-e", "heartbeat_seconds=3")
+TLS = ("-e", "rabbitmq_tls=true")
 
 
 def playbook(name: str, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -48,6 +54,7 @@ def lab() -> Iterator[docker.DockerClient]:
     images.program_images(client)
     hosts.down(client, CLUSTER_LAB)
     hosts.up(client, 6, CLUSTER_LAB, brokers=3)
+    install_drop_by_default(client, FIREWALLED)
     _state["formed"] = False
     yield client
     hosts.down(client, CLUSTER_LAB)
@@ -117,6 +124,16 @@ def consuming_node(client: docker.DockerClient, host: str) -> str:
     return [e["node"] for e in events if e["event"] == "consuming"][-1]
 
 
+def watched_leader(*broker: str) -> str:
+    """The node ``make watch`` says leads the queue (it asks the management API with the lab's own user)."""
+    where = broker or ("--inventory", str(CLUSTER_LAB.inventory))
+    command = [sys.executable, "-m", "report.watch", *where, "--duration", "2"]
+    watched = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert watched.returncode == 0, watched.stdout[-1000:] + watched.stderr
+    said = re.findall(r"consumers, led by (rabbit@\S+)", watched.stdout)
+    return said[-1] if said else ""
+
+
 def all_done(client: docker.DockerClient, run_id: str, count: int, timeout: float = 90) -> dict[int, list[str]]:
     wait_until(lambda: len(done_by(client, WORKERS, run_id)) == count, timeout, f"{count} tasks done")
     return done_by(client, WORKERS, run_id)
@@ -182,6 +199,7 @@ def test_workers_on_two_hosts_use_two_nodes_and_share_the_tasks(cluster: docker.
 
 def test_the_node_leading_the_queue_killed_mid_run_loses_nothing(cluster: docker.DockerClient, tmp_path: Path) -> None:
     leader = task_queue(cluster)["leader"]
+    assert watched_leader() == leader  # the live view names it too
     run_id = run_id_of(playbook("produce.yml", "-e", "task_count=8", "-e", "task_message=work..........").stdout)
     wait_until(lambda: any(unfinished(cluster, host, run_id) for host in WORKERS), 30, "a task in hand")
     killed = time.time()
@@ -195,6 +213,7 @@ def test_the_node_leading_the_queue_killed_mid_run_loses_nothing(cluster: docker
 
     wait_until(took_the_lead, 150, "another node leading the queue")
     settled(cluster, alive)
+    assert watched_leader() == task_queue(cluster, alive)["leader"]  # the live view has seen the change
 
     done_run = playbook("report.yml", "-e", f"run_id={run_id}", "-e", f"report_dir={tmp_path}")
     assert done_run.returncode == 0, done_run.stdout[-3000:]
@@ -215,7 +234,7 @@ def test_two_nodes_of_three_down_the_producer_names_what_was_not_confirmed_and_l
 ) -> None:
     """The last node has no majority: it pauses (pause_minority), and no task is confirmed until the others return."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        spread = ("-e", "task_count=20", "-e", "publish_rate=2", "-e", "task_message=t", "-e", "connect_timeout=10")
+        spread = ("-e", "task_count=30", "-e", "publish_rate=2", "-e", "task_message=t", "-e", "connect_timeout=10")
         producing = pool.submit(playbook, "produce.yml", *spread)
 
         def publishing() -> bool:
@@ -223,8 +242,8 @@ def test_two_nodes_of_three_down_the_producer_names_what_was_not_confirmed_and_l
 
         wait_until(publishing, 60, "the producer publishing")
         time.sleep(3)  # a few tasks confirmed first
-        for host in BROKERS[1:]:
-            on(cluster, host, "systemctl", "stop", "rabbitmq-server")
+        for host in BROKERS[1:]:  # both at once: a node of a cluster takes seconds to stop
+            on(cluster, host, "systemctl", "stop", "--no-block", "rabbitmq-server")
         try:
             produced = producing.result(timeout=300)
         finally:
@@ -232,47 +251,17 @@ def test_two_nodes_of_three_down_the_producer_names_what_was_not_confirmed_and_l
                 on(cluster, host, "systemctl", "start", "rabbitmq-server")
     assert produced.returncode != 0
     said = " ".join(produced.stdout.split())
-    assert "of 20 tasks not confirmed by the broker: #" in said, said[-2000:]
+    assert "of 30 tasks not confirmed by the broker: #" in said, said[-2000:]
     run_id = run_id_of(produced.stdout)
     wait_until(lambda: consumers(cluster) == 2, 120, "the workers consuming again")
     done_run = playbook("report.yml", "-e", f"run_id={run_id}", "-e", f"report_dir={tmp_path}")
     assert done_run.returncode == 0, done_run.stdout[-3000:]
     report = json.loads(next(tmp_path.glob("*/report.json")).read_text())
     unconfirmed = {t["seq"] for t in report["tasks"] if t["fate"] == "not sent"}
-    confirmed = set(range(1, 21)) - unconfirmed
+    confirmed = set(range(1, 31)) - unconfirmed
     assert unconfirmed and confirmed, report["verdict"]
     # Every task the broker confirmed is done once the nodes are back: nothing confirmed was lost.
     wait_until(lambda: confirmed <= set(done_by(cluster, WORKERS, run_id)), 120, "every confirmed task done")
-
-
-def test_teardown_undoes_the_cluster_and_site_forms_it_again_with_no_secret_shown(
-    cluster: docker.DockerClient,
-) -> None:
-    succeeded(playbook("teardown.yml"))
-    _state["formed"] = False
-    assert CLUSTER_LAB.credentials is not None
-    cookie_file = CLUSTER_LAB.credentials / "erlang-cookie"
-    cookie = cookie_file.read_text().split()[0]
-    password = (CLUSTER_LAB.credentials / "rabbitmq-workqueue-password").read_text().strip()
-    assert cookie_file.stat().st_mode & 0o077 == 0 and len(cookie) >= 20
-    for host in BROKERS:
-        assert members(cluster, host) == {f"rabbit@{host}"}, host  # alone again
-        # Started alone, the node made a cookie of its own: the cluster's is gone.
-        assert on_result(cluster, host, "cat", "/var/lib/rabbitmq/.erlang.cookie")[1].strip() != cookie
-        assert "workqueue-lab" not in on(cluster, host, "cat", "/etc/hosts")
-
-    with CommandLines(cluster, ALL_HOSTS) as command_lines:
-        done = playbook("site.yml", "-vvvv")
-    succeeded(done)
-    _state["formed"] = True
-    for host in BROKERS:
-        assert members(cluster, host) == NODES
-        assert on(cluster, host, "stat", "-c", "%U %a", "/var/lib/rabbitmq/.erlang.cookie").strip() == "rabbitmq 400"
-    # The cookie and the password on no command line (the sampler saw the joins go by), journal, log or output.
-    assert any("join_cluster" in line for line in command_lines.seen[BROKERS[1]].splitlines())
-    for host, seen in command_lines.seen.items():
-        assert cookie not in seen and password not in seen, host
-    assert where_secrets_show(cluster, ALL_HOSTS, [cookie, password], done.stdout + done.stderr) == []
 
 
 def test_a_node_stopped_for_a_while_comes_back_into_the_cluster(cluster: docker.DockerClient) -> None:
@@ -285,3 +274,50 @@ def test_a_node_stopped_for_a_while_comes_back_into_the_cluster(cluster: docker.
     assert took >= 5 and age < took
     for node in BROKERS:
         wait_until(lambda n=node: members(cluster, n) == NODES, 60, f"{node} seeing the three nodes")
+
+
+def test_teardown_undoes_the_cluster_and_site_forms_it_again_over_tls_with_no_secret_shown(
+    cluster: docker.DockerClient,
+) -> None:
+    """Last in the module: it leaves the cluster deployed with TLS (the next test to need one deploys it plain)."""
+    succeeded(playbook("teardown.yml"))
+    _state["formed"] = False
+    assert CLUSTER_LAB.credentials is not None
+    cookie_file = CLUSTER_LAB.credentials / "erlang-cookie"
+    cookie = cookie_file.read_text().split()[0]
+    password_file = CLUSTER_LAB.credentials / "rabbitmq-workqueue-password"
+    password = password_file.read_text().strip()
+    assert cookie_file.stat().st_mode & 0o077 == 0 and len(cookie) >= 20
+    for host in BROKERS:
+        assert members(cluster, host) == {f"rabbit@{host}"}, host  # alone again
+        # Started alone, the node made a cookie of its own: the cluster's is gone.
+        assert on_result(cluster, host, "cat", "/var/lib/rabbitmq/.erlang.cookie")[1].strip() != cookie
+        assert "workqueue-lab" not in on(cluster, host, "cat", "/etc/hosts")
+        assert "rabbitmq_management" not in on_result(cluster, host, "cat", "/etc/rabbitmq/enabled_plugins")[1]
+    assert "workqueue-lab" not in on(cluster, FIREWALLED, "nft", "list", "ruleset")
+
+    with CommandLines(cluster, ALL_HOSTS) as command_lines:
+        done = playbook("site.yml", "-vvvv", *TLS)
+    succeeded(done)
+    for host in BROKERS:
+        assert members(cluster, host) == NODES
+        assert on(cluster, host, "stat", "-c", "%U %a", "/var/lib/rabbitmq/.erlang.cookie").strip() == "rabbitmq 400"
+    # The cookie and the password on no command line (the sampler saw the joins go by), journal, log or output.
+    assert any("join_cluster" in line for line in command_lines.seen[BROKERS[1]].splitlines())
+    for host, seen in command_lines.seen.items():
+        assert cookie not in seen and password not in seen, host
+    assert where_secrets_show(cluster, ALL_HOSTS, [cookie, password], done.stdout + done.stderr) == []
+
+    # Over TLS, each node shows a certificate for its own address, signed by the lab's CA; the workers use them all.
+    ca_file = str(CLUSTER_LAB.credentials / "tls" / "ca.crt")
+    addresses = [f"{CLUSTER_LAB.subnet_prefix}.{11 + i}" for i in range(3)]
+    for address in addresses:
+        connect(broker_from_url(f"amqps://workqueue@{address}:5671/workqueue", str(password_file), ca_file), 10).close()
+    wait_until(lambda: consumers(cluster) == 2, 60, "two consumers over TLS")
+    nodes = {host: consuming_node(cluster, host) for host in WORKERS}
+    assert len(set(nodes.values())) == 2 and all(node.endswith(":5671") for node in nodes.values()), nodes
+    # The live view asks the leader over HTTPS (15671), through the firewalled node's rules too.
+    url = "amqps://workqueue@" + ",".join(f"{address}:5671" for address in addresses) + "/workqueue"
+    watch = ["--url", url, "--password-file", str(password_file), "--ca-file", ca_file]
+    assert watched_leader(*watch) == task_queue(cluster)["leader"]
+    assert set(task_queue(cluster)["members"]) == NODES

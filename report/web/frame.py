@@ -14,6 +14,7 @@ from typing import Any
 from report import fates, feed, timeline
 from report.fates import IN_PROGRESS
 from report.gathered import QueueState
+from report.leader import led_by
 from report.web.heard import Heard
 from workqueue import cli
 from workqueue.queues import Mode
@@ -45,5 +46,13 @@ def _queue(name: str, queue: QueueState | None, mode: Mode, in_hand: int) -> dic
         return {"name": name, "ready": None, "unacknowledged": None, "consumers": 0, "line": line}
     unacked = in_hand if mode is Mode.ACK else 0
     held = "held by workers" if mode is Mode.ACK else "noack: acknowledged on delivery"
-    line = f"queue '{name}': {queue.ready} ready, {unacked} unacknowledged ({held}), {queue.consumers} consumers"
-    return {"name": name, "ready": queue.ready, "unacknowledged": unacked, "consumers": queue.consumers, "line": line}
+    consumers = f"{queue.consumers} consumers{led_by(queue.leader)}"
+    line = f"queue '{name}': {queue.ready} ready, {unacked} unacknowledged ({held}), {consumers}"
+    return {
+        "name": name,
+        "ready": queue.ready,
+        "unacknowledged": unacked,
+        "consumers": queue.consumers,
+        "leader": queue.leader,
+        "line": line,
+    }

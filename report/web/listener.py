@@ -17,6 +17,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from report import feed
 from report.gathered import QueueState
+from report.leader import LeaderProbe
 from report.web.heard import FeedState, Heard
 from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe
@@ -33,6 +34,7 @@ class Listener(threading.Thread):
         self.interval = interval
         self.stop = stop
         self._connection: pika.BlockingConnection | None = None
+        self._leader = LeaderProbe(options.broker)
 
     def connect_first(self) -> None:
         """Raises BrokerError (one line) when the broker cannot be reached or refuses the login."""
@@ -82,12 +84,13 @@ class Listener(threading.Thread):
     def _count(
         self, connection: pika.BlockingConnection, channel: BlockingChannel | None
     ) -> tuple[BlockingChannel | None, list[QueueState]]:
-        """The mode's queue (and in ack mode the dead-letter queue) as the broker counts them now."""
+        """The mode's queue (and in ack mode the dead-letter queue) as the broker counts them; who leads the first."""
         mode, spec = feed.mode_queue(self.options, self.heard.mode)
         names = [spec.name] + ([DEAD_LETTER_QUEUE] if mode is Mode.ACK else [])
         queues = []
         for name in names:
             channel, count = feed.queue_count(connection, channel, name)
             if count.ready is not None:  # not declared yet: not listed
-                queues.append(QueueState(name, count.ready, 0, count.consumers))
+                leader = self._leader.leader(name) if name == spec.name else ""
+                queues.append(QueueState(name, count.ready, 0, count.consumers, leader))
         return channel, queues

@@ -6,7 +6,9 @@ argument, on every run (update_password: always checks it with
 authenticate_user): Debian's rabbitmqctl re-runs itself through su, whose
 command line every user of the host sees in ps and the journal keeps. rabbitmqctl
 reads the password from standard input when the command line omits it, which is
-what this module does, for the three commands that take one. Without --quiet:
+what this module does, for the three commands that take one. It sets the user's
+tags too, from the same list_users answer, so that a re-run asks rabbitmqctl
+nothing more. Without --quiet:
 RabbitMQ 4.0's rabbitmqctl waits forever for a password on standard input when
 it is given --quiet (3.10's did not).
 """
@@ -22,9 +24,9 @@ module: rabbitmq_user_password
 short_description: A RabbitMQ user and its password, the password passed on standard input only
 description:
   - Reads the users with C(rabbitmqctl list_users), checks the password with C(authenticate_user), and makes the
-    user (C(add_user)) or changes its password (C(change_password)) only where they differ. The password goes to
-    rabbitmqctl on standard input, never as an argument. Permissions and tags are left to
-    community.rabbitmq.rabbitmq_user.
+    user (C(add_user)) or changes its password (C(change_password)) only where they differ, and its tags
+    (C(set_user_tags)). The password goes to rabbitmqctl on standard input, never as an argument. Permissions
+    are left to community.rabbitmq.rabbitmq_user.
 options:
   user:
     description: The user's name.
@@ -35,6 +37,11 @@ options:
     type: str
     required: true
     no_log: true
+  tags:
+    description: The user's tags (for example management, which lets it read its vhost through the HTTP API).
+    type: list
+    elements: str
+    default: []
   node:
     description: The node rabbitmqctl talks to; default the local node.
     type: str
@@ -47,6 +54,7 @@ def main() -> None:
         argument_spec={
             "user": {"type": "str", "required": True},
             "password": {"type": "str", "required": True, "no_log": True},
+            "tags": {"type": "list", "elements": "str", "default": []},
             "node": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
@@ -61,16 +69,30 @@ def main() -> None:
     rc, out, err = ctl("list_users", "--quiet", "--formatter", "json")
     if rc != 0:
         module.fail_json(msg=f"rabbitmqctl list_users failed: {(err or out).strip()}")
-    exists = any(entry.get("user") == user for entry in json.loads(out or "[]"))
-    if exists:
-        rc, _, _ = ctl("authenticate_user", user, secret=True)
-        if rc == 0:
-            module.exit_json(changed=False, user=user, password_changed=False)
+    entry = next((e for e in json.loads(out or "[]") if e.get("user") == user), None)
+    exists = entry is not None
+    password_ok = exists and ctl("authenticate_user", user, secret=True)[0] == 0
+    tags = sorted(set(module.params["tags"]))
+    tags_ok = exists and sorted(set(_tags(entry))) == tags
     if not module.check_mode:
-        rc, out, err = ctl("change_password" if exists else "add_user", user, secret=True)
-        if rc != 0:
-            module.fail_json(msg=f"rabbitmqctl could not set the password of {user}: {(err or out).strip()}")
-    module.exit_json(changed=True, user=user, password_changed=exists)
+        if not password_ok:
+            rc, out, err = ctl("change_password" if exists else "add_user", user, secret=True)
+            if rc != 0:
+                module.fail_json(msg=f"rabbitmqctl could not set the password of {user}: {(err or out).strip()}")
+        if not tags_ok:
+            rc, out, err = ctl("set_user_tags", user, *tags)
+            if rc != 0:
+                module.fail_json(msg=f"rabbitmqctl could not set the tags of {user}: {(err or out).strip()}")
+    changed = not (password_ok and tags_ok)
+    module.exit_json(changed=changed, user=user, password_changed=exists and not password_ok, tags=tags)
+
+
+def _tags(entry: dict | None) -> list[str]:
+    """list_users' tags: a list (4.0) or a string like "[management]" (3.10)."""
+    tags = (entry or {}).get("tags") or []
+    if isinstance(tags, str):
+        tags = tags.strip("[]").replace(",", " ").split()
+    return [str(tag) for tag in tags]
 
 
 if __name__ == "__main__":

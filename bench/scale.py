@@ -1,6 +1,6 @@
 """How the lab grows with its worker hosts: lab-up, site.yml fresh and re-run, report.yml, memory.
 
-    python bench/scale.py [--workers 5,10,20] [--plot docs/images/scale.svg]     (make bench-scale)
+    python bench/scale.py [--workers 5,10,20] [--plot docs/images/scale.svg] [--apt-cache]   (make bench-scale)
 
 For each count, a virtual lab of its own (scalelab, 10.210.6.0/24: a broker, that
 many worker hosts, a producer) is made fresh and timed: ``make lab-up``'s work,
@@ -9,6 +9,9 @@ nothing to change, a run of 2 tasks per worker host, then ``report.yml`` on it;
 the idle lab's resident memory per host (processes of the host and its nested
 containers); and the lab's removal. Traffic stays on the lab's network and this
 machine's mirror. The plot is an SVG written by this script (time against hosts).
+With ``--apt-cache`` the lab's package cache is on (apt_cache=true), and the script
+also says how many MB of packages the cache fetched from upstream against how many it
+served to the hosts (without it, the hosts would have fetched those themselves).
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ class Row:
     report: float
     down: float
     memory_mb: float  # median per host, idle, after site.yml
+    cache: tuple[float, float] | None = None  # with --apt-cache: MB fetched from upstream, MB served to the hosts
 
 
 def timed(what: str, name: str, *args: str, rerun: bool = False) -> float:
     started = time.monotonic()
-    done = lab_runs.playbook(SCALE_LAB, name, *SETTINGS, *args)
+    done = lab_runs.playbook(SCALE_LAB, name, *args)
     seconds = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"{what} failed:\n{done.stdout[-3000:]}")
@@ -54,25 +58,38 @@ def timed(what: str, name: str, *args: str, rerun: bool = False) -> float:
     return seconds
 
 
-def measure(client: docker.DockerClient, workers: int) -> Row:
+def cache_traffic(client: docker.DockerClient) -> tuple[float, float]:
+    """From apt-cacher-ng's transfer log on the broker host: MB fetched from upstream (I) and served (O)."""
+    log = lab_runs.on(client, f"{SCALE_LAB.name}1", "cat", "/var/log/apt-cacher-ng/apt-cacher.log")
+    rows = [line.split("|") for line in log.splitlines() if line.count("|") >= 4]
+    fetched = sum(int(row[2]) for row in rows if row[1] == "I")
+    served = sum(int(row[2]) for row in rows if row[1] == "O")
+    return fetched / 1e6, served / 1e6
+
+
+def measure(client: docker.DockerClient, workers: int, apt_cache: bool) -> Row:
+    settings = (*SETTINGS, "-e", f"apt_cache={str(apt_cache).lower()}")
     hosts.down(client, SCALE_LAB)
     started = time.monotonic()
     hosts.up(client, workers + 2, SCALE_LAB)
     up = time.monotonic() - started
     print(f"{workers} worker hosts: lab-up {up:.0f} s", flush=True)
     try:
-        fresh = timed("site.yml fresh", "site.yml")
-        rerun = timed("site.yml re-run", "site.yml", rerun=True)
+        fresh = timed("site.yml fresh", "site.yml", *settings)
+        cache = cache_traffic(client) if apt_cache else None
+        if cache:
+            print(f"  packages: {cache[0]:.1f} MB from upstream, {cache[1]:.1f} MB served to the hosts", flush=True)
+        rerun = timed("site.yml re-run", "site.yml", *settings, rerun=True)
         memory = [each.memory_mb for each in hosts.status(client, SCALE_LAB) if each.memory_mb is not None]
-        timed("produce.yml", "produce.yml", "-e", f"task_count={2 * workers}")
+        timed("produce.yml", "produce.yml", *settings, "-e", f"task_count={2 * workers}")
         time.sleep(3)  # the last tasks take 0.05 s a dot
-        report = timed("report.yml", "report.yml")
+        report = timed("report.yml", "report.yml", *settings)
     finally:
         started = time.monotonic()
         hosts.down(client, SCALE_LAB)
         down = time.monotonic() - started
     print(f"  lab-down {down:.0f} s; memory per host {statistics.median(memory):.0f} MB", flush=True)
-    return Row(workers, up, fresh, rerun, report, down, statistics.median(memory))
+    return Row(workers, up, fresh, rerun, report, down, statistics.median(memory), cache)
 
 
 def svg(rows: list[Row]) -> str:
@@ -123,6 +140,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python bench/scale.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="5,10,20", help="worker host counts, comma-separated (default 5,10,20)")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "images" / "scale.svg"), help="where to write the SVG")
+    parser.add_argument("--apt-cache", action="store_true", help="with the lab's package cache on (apt_cache=true)")
     args = parser.parse_args()
     try:
         counts = [int(each) for each in args.workers.split(",")]
@@ -133,7 +151,7 @@ def main() -> int:
         parser.error(f"--workers: each count from 1 to {most} (a lab has at most {hosts.MAX_HOSTS} hosts)")
     client = engine.ensure_engine()
     images.program_images(client)
-    rows = [measure(client, count) for count in counts]
+    rows = [measure(client, count, args.apt_cache) for count in counts]
     Path(args.plot).write_text(svg(rows))
     first = rows[0]
     print("\n| worker hosts | lab-up | site.yml fresh | re-run (changed=0) | report.yml | lab-down | memory/host |")

@@ -2,9 +2,11 @@
 
 trixielab1 is the broker, behind an nftables ruleset that drops by default (installed
 before site.yml, as a lab PC's firewall would be); trixielab2 and 3 run workers,
-trixielab4 the producer. One deployment serves the module: each test says which it
-needs (``deploy``), so that any one runs alone; a worker host that cannot reach the
-broker, one ack drill and one noack drill, the report, and teardown with and without purge.
+trixielab4 the producer. The lab's package cache is on (apt_cache): apt-cacher-ng on the
+broker, behind its firewall, serves Docker's packages to the other three. One deployment
+serves the module: each test says which it needs (``deploy``), so that any one runs alone;
+a worker host that cannot reach the broker, one ack drill and one noack drill, the report,
+and teardown with and without purge.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.lab]
 BROKER, WORKER_A, WORKER_B, PRODUCER = (f"{TRIXIE_LAB.name}{i}" for i in range(1, 5))
 WORKERS = [WORKER_A, WORKER_B]
 BROKER_ADDRESS = f"{TRIXIE_LAB.subnet_prefix}.{hosts.FIRST_ADDRESS}"
-FAST = ("-e", "seconds_per_dot=0.2", "-e", "heartbeat_seconds=3")
+FAST = ("-e", "seconds_per_dot=0.2", "-e", "heartbeat_seconds=3", "-e", "apt_cache=true")
+CACHED = [WORKER_A, WORKER_B, PRODUCER]  # the hosts whose apt goes through the cache
+PROXY_CONF = "/etc/apt/apt.conf.d/00workqueue-lab-proxy"
 LONG = ("-e", "task_message=long..............................")  # 6 s of work each
 assert TRIXIE_LAB.credentials is not None
 PASSWORD_FILE = TRIXIE_LAB.credentials / "rabbitmq-workqueue-password"
@@ -171,8 +175,9 @@ def test_site_on_debian_13_opens_the_firewall_to_the_lab_only_and_a_rerun_change
     deploy(lab)
     assert on(lab, BROKER, "sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME").strip() == "trixie"
     assert on(lab, BROKER, "rabbitmqctl", "version").startswith("4.0")
-    (rule,) = lab_rules(lab, BROKER)
+    rule, cache_rule = sorted(lab_rules(lab, BROKER), key=lambda rule: "apt-cache" in rule)
     assert "tcp dport 5672 accept" in rule and f"{TRIXIE_LAB.subnet_prefix}.12" in rule
+    assert "tcp dport 3142 accept" in cache_rule and f"{TRIXIE_LAB.subnet_prefix}.12" in cache_rule
     # This machine (the gateway, which make watch runs on) gets in; a host the inventory does not name does not.
     password = PASSWORD_FILE.read_text().strip()
     parameters = pika.URLParameters(f"amqp://workqueue:{password}@{BROKER_ADDRESS}:5672/workqueue")
@@ -191,8 +196,26 @@ def test_site_on_debian_13_opens_the_firewall_to_the_lab_only_and_a_rerun_change
     assert code != 0 and "TimeoutError" in said, said
     assert connects(lab, WORKER_A, BROKER_ADDRESS, 5672)
 
+    # Docker came to the three other hosts through the cache: its package crossed the uplink once.
+    for host in CACHED:
+        assert f'Proxy "http://{BROKER_ADDRESS}:3142"' in on(lab, host, "cat", PROXY_CONF), host
+    docker_io = cache_log(lab, "/docker.io_")
+    addresses = sorted(f"{TRIXIE_LAB.subnet_prefix}.{hosts.FIRST_ADDRESS + i}" for i in range(1, 4))
+    assert len(docker_io["fetched"]) == 1 and sorted(docker_io["served"]) == addresses, docker_io
+
     rerun = playbook("site.yml", "-e", "task_mode=ack")
     assert succeeded(rerun) == dict.fromkeys(succeeded(rerun), 0)
+
+
+def cache_log(client: docker.DockerClient, package: str) -> dict[str, list[str]]:
+    """apt-cacher-ng's transfer log (time|I or O|bytes|client|file) for one package's file: who made it
+    fetch the file from upstream (I), and to whom it served it (O)."""
+    code, log = on_result(client, BROKER, "cat", "/var/log/apt-cacher-ng/apt-cacher.log")
+    rows = [line.split("|") for line in log.splitlines() if package in line] if code == 0 else []
+    return {
+        "fetched": [row[3] for row in rows if row[1] == "I"],
+        "served": [row[3] for row in rows if row[1] == "O"],
+    }
 
 
 # --- the drills and the report
@@ -230,8 +253,13 @@ def test_teardown_on_debian_13_removes_it_all_with_the_firewall_rule_then_purge_
     for host in WORKERS:
         assert on(lab, host, "docker", "ps", "-aq", "--filter", "label=workqueue-lab").strip() == ""
     assert "workqueue" not in on(lab, BROKER, "rabbitmqctl", "list_vhosts", "-q").split()
-    assert lab_rules(lab, BROKER) == [], "the role's rule goes"
+    assert lab_rules(lab, BROKER) == [], "the role's rules go"
     assert "policy drop" in on(lab, BROKER, "nft", "list", "ruleset"), "the host's own firewall stays"
+    # apt back to its own sources everywhere, and the cache gone with what it held.
+    for host in CACHED:
+        assert on_result(lab, host, "test", "-e", PROXY_CONF)[0] == 1, host
+    assert on_result(lab, BROKER, "dpkg-query", "-W", "-f", "${Status}", "apt-cacher-ng")[1] != "install ok installed"
+    assert on_result(lab, BROKER, "test", "-e", "/var/cache/apt-cacher-ng")[0] == 1
     again = succeeded(playbook("teardown.yml"))
     assert again == dict.fromkeys(again, 0)
 

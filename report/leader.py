@@ -7,6 +7,7 @@ role tags that user ``management`` when the plugin is on): HTTPS on 15671,
 verified against the same CA, when the URL is ``amqps://``; HTTP on 15672
 otherwise. A broker without the plugin, or that refuses the user, answers
 nothing: the views then say nothing of a leader, and ask again only every 30 s.
+A single broker is not asked.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class LeaderProbe:
         self._quiet_until = 0.0
 
     def leader(self, queue: str) -> str:
-        """The node leading the queue now (rabbit@HOST); "" when no node says (or the queue is classic)."""
-        if self.clock() < self._quiet_until:
+        """The node leading the queue now (rabbit@HOST); "" when no node says (or the queue is classic).
+        One broker: "" without asking (it leads whatever it holds)."""
+        if len(self.broker.nodes) < 2 or self.clock() < self._quiet_until:
             return ""
         for node in self.broker.nodes:
             answer = _ask(node, queue, self.port)

@@ -79,15 +79,18 @@ def test_the_first_node_that_answers_names_the_leader(management: int) -> None:
     asked = ["/api/queues/work%2Fqueue/task_queue", "/api/queues/work%2Fqueue/no_such_queue"]
     assert Management.asked == [*asked, asked[0]]
     assert led_by("rabbit@lab2") == ", led by rabbit@lab2" and led_by("") == ""
+    # One broker leads whatever it holds: not asked.
+    alone = LeaderProbe(broker_from_url("amqp://workqueue:s3cret@127.0.0.1/work%2Fqueue"), port=management)
+    assert alone.leader("task_queue") == "" and len(Management.asked) == 3
 
 
 def test_a_broker_without_the_plugin_is_asked_again_only_after_a_while(management: int) -> None:
     now = [1000.0]
-    url = "amqp://workqueue:s3cret@127.0.0.1/work%2Fqueue"
+    url = "amqp://workqueue:s3cret@127.0.0.1,127.0.0.2/work%2Fqueue"
     refused = LeaderProbe(broker_from_url(url), closed_port(), lambda: now[0])
     assert refused.leader("task_queue") == ""
     # A user the plugin refuses (401: not tagged management) is no answer either.
-    wrong = LeaderProbe(broker_from_url("amqp://workqueue:wrong@127.0.0.1/work%2Fqueue"), management, lambda: now[0])
+    wrong = LeaderProbe(broker_from_url(url.replace("s3cret", "wrong")), management, lambda: now[0])
     assert wrong.leader("task_queue") == "" and len(Management.asked) == 1
     wrong.broker = broker_from_url(url)  # the user is tagged now
     now[0] += ASK_AGAIN_AFTER - 1

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import io
 import re
+import threading
 import tomllib
 from pathlib import Path
+from typing import cast
 
 import pytest
 import yaml
+from pika.adapters.blocking_connection import BlockingChannel
 
 from machine import apt_sources
 from machine.packages import SetupError
 from report.live import SILENT_SECONDS
 from report.web.__main__ import parse_listen
 from report.web.heard import Heard
+from worker_image import worker as worker_module
 from workqueue import cli
 from workqueue.connection import HEARTBEAT_SECONDS, broker_from_url
-from workqueue.output import read_events
+from workqueue.output import Output, read_events
 from workqueue.queues import DEAD_LETTER_QUEUE, Mode, queue_spec
-from workqueue.tasks import seq_list, task_body, task_label, task_properties, work_seconds
+from workqueue.tasks import TaskLabel, seq_list, task_body, task_label, task_properties, work_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -289,3 +294,48 @@ def test_no_debian_mirror_in_the_apt_sources_is_one_line_saying_what_is_missing(
     os_release.write_text("VERSION_CODENAME=bookworm\n")
     with pytest.raises(SetupError, match=r"name no Debian mirror for its release \(bookworm\).*either format"):
         apt_sources.for_release("trixie", tmp_path, os_release)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _CancelledOnThaw(threading.Event):
+    """A task's wait in a worker frozen ``frozen`` seconds past its work time: the process
+    thaws with the time passed, and the I/O thread, finding the connection gone, cancels."""
+
+    def __init__(self, clock: _Clock, frozen: float) -> None:
+        super().__init__()
+        self.clock, self.frozen = clock, frozen
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.clock.now += self.frozen + (timeout or 0)
+        self.set()
+        return True
+
+
+@pytest.mark.parametrize(("frozen", "fate"), [(20.0, "done"), (-0.5, "abandoned")])
+def test_a_worker_thawed_past_the_brokers_patience_counts_its_task_done_whichever_thread_wakes_first(
+    monkeypatch: pytest.MonkeyPatch, frozen: float, fate: str
+) -> None:
+    """Frozen 20 s (heartbeat 3 s): the work is done, late, its ack refused, though the I/O
+    thread cancelled first. Cancelled half a second before the work's end: given back."""
+    clock = _Clock()
+    monkeypatch.setattr(worker_module.time, "monotonic", clock)
+    config = worker_module.parse_args(["--url", "amqp://u:p@localhost/?heartbeat=3", "--mode", "ack"])
+    events = io.StringIO()
+    worker = worker_module.Worker(config, Output({"program": "worker"}, io.StringIO(), events))
+    label = TaskLabel("run", 1, "m1")
+    cancelled = _CancelledOnThaw(clock, frozen)
+    channel = cast(BlockingChannel, None)  # never used: neither path acknowledges
+    worker._inbox.put(worker_module.Delivery(channel, 1, label, "long.", 1.0, cancelled, label.encoded()))
+    worker._inbox.put(None)
+    worker._work_loop()
+    worker.out.flush()
+    (event,) = [e for e in read_events(events.getvalue().splitlines()) if e["event"] in ("done", "abandoned")]
+    assert event["event"] == fate and event["seq"] == 1
+    assert event.get("refused") is (True if fate == "done" else None)

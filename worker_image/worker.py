@@ -107,9 +107,11 @@ class Worker:
         self._handed: set[int] = set()
         self._inline_ack: tuple[BlockingChannel, int] | None = None
         self._pending_lock = threading.Lock()
+        # The tasks of the current connection are given up when it is set: by the I/O
+        # thread when the connection is lost, by the work thread when it finds it stood
+        # still past the broker's patience (the I/O loop then reconnects), and at the stop.
+        # Each connection has its own (ack mode): a late set of an old one touches no other.
         self._cancel = threading.Event()
-        # Set by the work thread when it finds it stood still: the I/O loop then reconnects.
-        self._stalled = threading.Event()
         self._work_thread = threading.Thread(target=self._work_loop, name="work", daemon=True)
         self._health_touched = 0.0
         self._said_stopped = False
@@ -176,8 +178,7 @@ class Worker:
         self.out.event("consuming", queue=spec.name, node=node)
         self._tick(connection)
         while not self._stopping():
-            if self._stalled.is_set():
-                self._stalled.clear()
+            if self._cancel.is_set():
                 raise Stalled("this worker stood still past the broker's heartbeat timeout")
             # Returns after each burst of deliveries, or at the next tick.
             connection.process_data_events(time_limit=None)
@@ -314,11 +315,14 @@ class Worker:
     def _work_loop(self) -> None:
         while (delivery := self._inbox.get()) is not None:
             started = time.monotonic()
-            if delivery.cancelled.wait(delivery.seconds):
-                self._abandon(delivery)
-                continue
+            cancelled = delivery.cancelled.wait(delivery.seconds)
             stalled = time.monotonic() - started - delivery.seconds
-            if stalled <= self._broker_gives_up_after():
+            late = stalled > self._broker_gives_up_after()
+            # A frozen worker, thawed, has its work time behind it: the work is done, whichever
+            # thread wakes first (the I/O thread may find the connection gone and cancel).
+            if cancelled and not (late and self.config.ack):
+                self._abandon(delivery)
+            elif not late:
                 self._task_done(delivery)
             elif self.config.ack:
                 self._task_done_late(delivery, stalled)
@@ -351,9 +355,10 @@ class Worker:
         acknowledgement would be refused, so the task is not claimed. The work was done all
         the same, and so the task is done twice: the price of at-least-once delivery.
         """
-        delivery.cancelled.set()  # the tasks behind it came on the same dead connection
-        # Make sure it is dead: were the broker still to wait, this task would stay unacknowledged.
-        self._stalled.set()
+        # The tasks behind it came on the same dead connection; and the I/O loop, seeing it set,
+        # makes sure the connection is dead (were the broker still to wait, this task would
+        # stay unacknowledged). Once the connection is known lost, this is an old event: no effect.
+        delivery.cancelled.set()
         self.out.say(
             f" [x] Done {delivery.label.number}, late: stalled {stalled:.0f} s, past the broker's heartbeat timeout;"
             " its acknowledgement is refused and another worker does it again"

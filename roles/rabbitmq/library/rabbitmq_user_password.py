@@ -88,7 +88,8 @@ def main() -> None:
 
 
 def _tags(entry: dict | None) -> list[str]:
-    """list_users' tags: a list (4.0) or a string like "[management]" (3.10)."""
+    """list_users' tags: a list (what RabbitMQ 3.10.8's JSON formatter gives); a string like "[management]" is
+    read too, as the table formatter and community.rabbitmq's own parser have it."""
     tags = (entry or {}).get("tags") or []
     if isinstance(tags, str):
         tags = tags.strip("[]").replace(",", " ").split()

@@ -103,10 +103,11 @@ bench: broker
 bench-tls: venv
 	$(PY) bench/tls.py
 
-# site.yml on Debian 12 and Debian 13 hosts, side by side (a virtual lab of its own, removed after).
+# How site.yml, report.yml and the lab grow with 5, 10 and 20 worker hosts (a virtual lab of its own, removed after).
 bench-scale: venv
 	$(PY) bench/scale.py
 
+# site.yml on Debian 12 and Debian 13 hosts, side by side (a virtual lab of its own, removed after).
 bench-releases: venv
 	$(PY) bench/releases.py
 

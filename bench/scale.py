@@ -12,11 +12,16 @@ machine's mirror. The plot is an SVG written by this script (time against hosts)
 With ``--apt-cache`` the lab's package cache is on (apt_cache=true), and the script
 also says how many MB of packages the cache fetched from upstream against how many it
 served to the hosts (without it, the hosts would have fetched those themselves).
+The re-run's CPU time is split in two: the control node's (ansible-playbook, its forks
+and their SSH clients: this process's children) and the rest of the machine's (in the
+virtual lab, the hosts' module runs and daemons, which share the same cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import time
 from dataclasses import dataclass
@@ -41,7 +46,20 @@ class Row:
     report: float
     down: float
     memory_mb: float  # median per host, idle, after site.yml
+    rerun_cpu: tuple[float, float]  # CPU seconds of the re-run: the control node's, the rest of the machine's
     cache: tuple[float, float] | None = None  # with --apt-cache: MB fetched from upstream, MB served to the hosts
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds this machine has spent busy since boot, all cores (/proc/stat: all but idle and iowait)."""
+    fields = [int(each) for each in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    busy = sum(fields) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def timed(what: str, name: str, *args: str, rerun: bool = False) -> float:
@@ -79,7 +97,11 @@ def measure(client: docker.DockerClient, workers: int, apt_cache: bool) -> Row:
         cache = cache_traffic(client) if apt_cache else None
         if cache:
             print(f"  packages: {cache[0]:.1f} MB from upstream, {cache[1]:.1f} MB served to the hosts", flush=True)
+        machine, control = machine_cpu_seconds(), children_cpu_seconds()
         rerun = timed("site.yml re-run", "site.yml", *settings, rerun=True)
+        control = children_cpu_seconds() - control
+        rerun_cpu = (control, machine_cpu_seconds() - machine - control)
+        print(f"  re-run CPU: control node {rerun_cpu[0]:.0f} s, the rest {rerun_cpu[1]:.0f} s", flush=True)
         memory = [each.memory_mb for each in hosts.status(client, SCALE_LAB) if each.memory_mb is not None]
         timed("produce.yml", "produce.yml", *settings, "-e", f"task_count={2 * workers}")
         time.sleep(3)  # the last tasks take 0.05 s a dot
@@ -89,7 +111,7 @@ def measure(client: docker.DockerClient, workers: int, apt_cache: bool) -> Row:
         hosts.down(client, SCALE_LAB)
         down = time.monotonic() - started
     print(f"  lab-down {down:.0f} s; memory per host {statistics.median(memory):.0f} MB", flush=True)
-    return Row(workers, up, fresh, rerun, report, down, statistics.median(memory), cache)
+    return Row(workers, up, fresh, rerun, report, down, statistics.median(memory), rerun_cpu, cache)
 
 
 def svg(rows: list[Row]) -> str:
@@ -154,15 +176,19 @@ def main() -> int:
     rows = [measure(client, count, args.apt_cache) for count in counts]
     Path(args.plot).write_text(svg(rows))
     first = rows[0]
-    print("\n| worker hosts | lab-up | site.yml fresh | re-run (changed=0) | report.yml | lab-down | memory/host |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| worker hosts | lab-up | site.yml fresh | re-run (changed=0) | re-run CPU: control node + the rest"
+        " | report.yml | lab-down | memory/host |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         ratios = f" ({row.fresh / first.fresh:.2f}x)" if row is not first else ""
         rerun = f" ({row.rerun / first.rerun:.2f}x)" if row is not first else ""
         report = f" ({row.report / first.report:.2f}x)" if row is not first else ""
         print(
             f"| {row.workers} | {row.up:.0f} s | {row.fresh:.0f} s{ratios} | {row.rerun:.0f} s{rerun} | "
-            f"{row.report:.0f} s{report} | {row.down:.0f} s | {row.memory_mb:.0f} MB |"
+            f"{row.rerun_cpu[0]:.0f} s + {row.rerun_cpu[1]:.0f} s | {row.report:.0f} s{report} | "
+            f"{row.down:.0f} s | {row.memory_mb:.0f} MB |"
         )
     print(f"\nplot: {args.plot}")
     return 0

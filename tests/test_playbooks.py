@@ -52,6 +52,10 @@ assert TEST_LAB.credentials is not None
 CREDENTIALS = TEST_LAB.credentials / "rabbitmq-workqueue-password"
 # Drill tasks last 6 s (30 dots at 0.2 s): a stop through ansible-playbook takes a few seconds.
 LONG = ("-e", "task_message=long..............................")
+# The freeze in ack mode must land while the task is in hand (the drill's own run took about
+# 6 s under load: with 6 s tasks the freeze fell at the task's end, between its done and its ack,
+# or after both), and outlast the task's remaining work by two heartbeats: 12 s tasks, 20 s frozen.
+LONGER = ("-e", "task_message=longer" + "." * 60)
 
 
 def playbook(name: str, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -378,11 +382,16 @@ def in_hand(client: docker.DockerClient, run_id: str) -> int:
 
 
 def drill_mid_run(
-    client: docker.DockerClient, fault: str, *settings: str, tasks: int, duration: int | None = None
+    client: docker.DockerClient,
+    fault: str,
+    *settings: str,
+    tasks: int,
+    duration: int | None = None,
+    message: tuple[str, str] = LONG,
 ) -> tuple[str, int]:
     """A run of long tasks, and the fault (on the second worker host) once it holds one: the run id, that task."""
     deploy(client, *settings)
-    run_id = produce(*settings, "-e", f"task_count={tasks}", *LONG)
+    run_id = produce(*settings, "-e", f"task_count={tasks}", *message)
     held = in_hand(client, run_id)
     args = ["-e", f"fault={fault}"]
     args += [] if fault.startswith("broker") else ["-e", f"target={WORKER_B}"]
@@ -419,7 +428,7 @@ def test_drill_kill_in_noack_mode_loses_what_the_worker_held(lab: docker.DockerC
 def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
     lab: docker.DockerClient, tmp_path: Path
 ) -> None:
-    run_id, held = drill_mid_run(lab, "freeze", tasks=4, duration=15)
+    run_id, held = drill_mid_run(lab, "freeze", tasks=4, duration=20, message=LONGER)
     # The broker gave the frozen worker's task to the other worker; thawed, the frozen one finished it too.
     wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 5)), 90, "every task done")
     wait_until(lambda: held in done_seqs(lab, run_id) and len(done_seqs(lab, run_id)[held]) == 2, 30, "done twice")
@@ -432,7 +441,7 @@ def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
     # The drill left its record: the report names the fault, and the timeline draws it on the frozen lane.
     (fault,) = data["faults"]
     assert (fault["fault"], fault["host"], fault["worker"]) == ("freeze", WORKER_B, "worker-1")
-    assert 15 <= fault["end"] - fault["start"] <= 30
+    assert 20 <= fault["end"] - fault["start"] <= 35
     assert "fault: freeze on " in done.stdout
     wait_until(lambda: consumers(lab, "task_queue") == 2, 60, "the thawed worker consuming again")
 

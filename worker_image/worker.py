@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -62,7 +63,7 @@ class WorkerConfig:
     name: str
     health_file: Path | None
 
-    @property
+    @cached_property  # read for every task: an attribute, not an enum comparison each time
     def ack(self) -> bool:
         return self.options.mode is Mode.ACK
 
@@ -256,20 +257,19 @@ class Worker:
         seconds = work_seconds(text, self.config.seconds_per_dot)
         encoded = label.encoded()
         origin = "" if label.from_a_run else Output.encode(origin=task_origin(properties, text))
-        received_event = self.out.event_line("received", encoded, _REDELIVERED[method.redelivered], origin)
-        with self._pending_lock:
-            # No work to wait for and nothing ahead of it: finish it here, on the
-            # I/O thread. A hand-off to the work thread only pays where work is long.
-            inline = seconds == 0 and self._pending == 0
-            if not inline:
-                self._pending += 1
-        if inline:  # received and done at once: its two lines and two events in one write
+        received_fields = encoded + _REDELIVERED[method.redelivered] + origin
+        # No work to wait for and nothing ahead of it: finish it here, on the I/O thread.
+        # A hand-off to the work thread only pays where work is long. (No lock to read
+        # _pending: only this thread raises it, so a 0 read here stays 0.)
+        if seconds == 0 and self._pending == 0:  # received and done at once: two lines, two events, one write
             if self.config.ack:
                 self._ack_inline(channel, method.delivery_tag)
-            done_event = self.out.event_line("done", encoded, _NO_WORK)
-            self.out.write(f"{received}\n [x] Done {label.number}\n", received_event + done_event)
+            events = self.out.event_pair("received", received_fields, "done", encoded + _NO_WORK)
+            self.out.write(f"{received}\n [x] Done {label.number}\n", events)
             return
-        self.out.write(received + "\n", received_event)
+        with self._pending_lock:
+            self._pending += 1
+        self.out.write(received + "\n", self.out.event_line("received", received_fields))
         delivery = Delivery(channel, method.delivery_tag, label, text, seconds, self._cancel, encoded)
         if self.config.ack:
             self._handed.add(delivery.tag)

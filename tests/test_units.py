@@ -139,6 +139,26 @@ def test_events_are_valid_json_whatever_the_values() -> None:
     assert record == {"event": "done", "ts": record["ts"], "program": "worker", "host": 'a"b\\c', **fields}
 
 
+def test_event_times_are_to_the_millisecond_and_a_pair_shares_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    out = Output({"program": "worker"}, io.StringIO(), io.StringIO())
+    label = TaskLabel("run-1", 7, "run-1.7").encoded()
+    for now, stamp in [
+        (1764402000.0059, 1764402000.005),
+        (1764402000.9999, 1764402000.999),
+        (1764402001.0, 1764402001.0),
+    ]:
+        monkeypatch.setattr(time, "time", lambda now=now: now)
+        received, done = read_events(
+            out.event_pair("received", label, "done", label + ',"work_seconds":0.0').splitlines()
+        )
+        [alone] = read_events([out.event_line("alive")])
+        assert received["ts"] == done["ts"] == alone["ts"] == stamp
+        assert (received["event"], received["seq"], received["message_id"]) == ("received", 7, "run-1.7")
+        assert (done["event"], done["run_id"], done["work_seconds"]) == ("done", "run-1", 0.0)
+
+
 def test_a_foreign_task_says_where_it_came_from() -> None:
     import pika
 

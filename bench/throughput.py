@@ -34,9 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import local_broker  # noqa: E402
-from workqueue.output import read_events  # noqa: E402
+from workqueue.events import read_events  # noqa: E402
 from workqueue.queues import Mode, declare, queue_spec  # noqa: E402
-from workqueue.tasks import task_properties  # noqa: E402
+from workqueue.tasks import new_run_id, task_properties  # noqa: E402
+
+RUN = new_run_id()
 
 NODE = local_broker.MACHINE
 # A vhost of the benchmark's own, set up as the lab's (default queue type, policies).
@@ -64,7 +66,7 @@ def bare_publish(mode: Mode, count: int, confirms: bool) -> float:
         channel.confirm_delivery()
     start = time.perf_counter()
     for seq in range(1, count + 1):
-        properties = task_properties("bench", seq, count, persistent=spec.persistent_messages)
+        properties = task_properties(RUN, seq, count, persistent=spec.persistent_messages, user="guest")
         channel.basic_publish("", spec.name, b"task #%d" % seq, properties, mandatory=confirms)
     elapsed = time.perf_counter() - start
     connection.close()
@@ -76,7 +78,7 @@ def fill(mode: Mode, count: int) -> None:
     connection, channel = channel_for(mode)
     spec = queue_spec(mode)
     for seq in range(1, count + 1):
-        properties = task_properties("bench", seq, count, persistent=spec.persistent_messages)
+        properties = task_properties(RUN, seq, count, persistent=spec.persistent_messages, user="guest")
         channel.basic_publish("", spec.name, b"task #%d" % seq, properties)
     deadline = time.monotonic() + 120
     while channel.queue_declare(spec.name, passive=True).method.message_count < count:

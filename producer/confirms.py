@@ -129,7 +129,7 @@ class ConfirmWindow:
         self, channel: object, method: pika.spec.Basic.Return, properties: pika.BasicProperties, body: bytes
     ) -> None:
         # A returned task is confirmed right after (it was handled: dropped for want of a queue).
-        seq = task_label(properties).seq
+        seq = task_label(properties, lab_user=properties.user_id).seq  # our own task, sent as our user
         if seq is not None:
             self._returned.add(seq)
 

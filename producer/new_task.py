@@ -36,7 +36,7 @@ from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe, node_of
 from workqueue.output import Output
 from workqueue.queues import EVENTS_EXCHANGE, Mode, QueueSpec, declare, declare_events
-from workqueue.tasks import new_run_id, seq_list, task_body, task_properties
+from workqueue.tasks import MAX_TASKS, new_run_id, seq_list, task_body, task_properties
 
 PROG = "new_task.py"
 LOST = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, cli.BrokerOp
         args.count = cli.positive_int(args.count)
     except ValueError as exc:
         parser.error(f"COUNT: {exc}")
+    if args.count > MAX_TASKS:
+        parser.error(f"COUNT: {args.count} is more tasks than a run may have ({MAX_TASKS})")
     args.rate = cli.option(parser, args.rate, "--rate", "PUBLISH_RATE", cli.non_negative_float, 0.0)
     return args, cli.resolve_broker_options(parser, args)
 
@@ -119,7 +121,9 @@ class Producer:
         """Send one task (in ack mode, into the confirm window). Raises what a lost connection raises."""
         assert self.channel is not None
         body = task_body(seq, run.message)
-        properties = task_properties(run.run_id, seq, run.count, persistent=run.spec.persistent_messages)
+        properties = task_properties(
+            run.run_id, seq, run.count, persistent=run.spec.persistent_messages, user=self.options.broker.user
+        )
         if self.window is not None:
             self.window.publish(seq, run.spec.name, body.encode(), properties)
         else:

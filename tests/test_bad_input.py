@@ -8,11 +8,12 @@ import pytest
 from tests.conftest import NODE, QUEUES, URL, VHOST, assert_counts, declared
 from virtual_lab.processes import LocalLab as Lab
 from workqueue.queues import Mode, declare, queue_spec
-from workqueue.tasks import task_properties
+from workqueue.tasks import new_run_id, task_properties
 
 pytestmark = pytest.mark.broker
 
 SECRET = "pa55-w0rd-never-shown"
+RUN = new_run_id()
 PORT = NODE.port
 
 
@@ -121,7 +122,7 @@ def test_empty_and_non_utf8_tasks_are_rejected_to_the_dead_letter_queue(lab: Lab
     channel = connection.channel()
     declare(channel, spec)
     for seq, body in enumerate([b"", b"\xff\xfe not text", b"fine ."], start=1):
-        channel.basic_publish("", spec.name, body, task_properties("bad", seq, 3, persistent=True))
+        channel.basic_publish("", spec.name, body, task_properties(RUN, seq, 3, persistent=True, user="guest"))
     connection.close()
 
     worker.wait_for_event("done", seq=3)

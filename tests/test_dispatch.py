@@ -12,7 +12,7 @@ from tests.conftest import URL, consumer_count
 from virtual_lab.processes import LocalLab as Lab
 from virtual_lab.processes import Program, done_seqs, received_seqs
 from workqueue.queues import Mode, declare, queue_spec
-from workqueue.tasks import task_properties
+from workqueue.tasks import new_run_id, task_properties
 
 pytestmark = pytest.mark.broker
 
@@ -43,7 +43,7 @@ def publish(bodies: list[str]) -> None:
     channel = connection.channel()
     declare(channel, spec)
     for seq, body in enumerate(bodies, start=1):
-        properties = task_properties("fair", seq, len(bodies), persistent=True)
+        properties = task_properties(new_run_id(), seq, len(bodies), persistent=True, user="guest")
         channel.basic_publish("", spec.name, body.encode(), properties)
     connection.close()
 

@@ -17,9 +17,10 @@ from tests.test_dispatch import publish
 from virtual_lab.processes import LocalLab as Lab
 from virtual_lab.processes import done_seqs
 from worker_image import worker as worker_module
-from workqueue.output import Output, read_events
+from workqueue.events import read_events
+from workqueue.output import Output
 from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, queue_spec
-from workqueue.tasks import task_properties
+from workqueue.tasks import new_run_id, task_properties
 
 pytestmark = pytest.mark.broker
 
@@ -34,7 +35,7 @@ def test_the_confirm_window_books_every_task_confirmed_or_refused_by_name(clean_
         for seq in range(1, 301):
             # Every tenth task to a queue that does not exist: the broker hands it back, then confirms it.
             queue = "no-such-queue" if seq % 10 == 0 else spec.name
-            window.publish(seq, queue, b"t", task_properties("window", seq, 300, persistent=True))
+            window.publish(seq, queue, b"t", task_properties(new_run_id(), seq, 300, persistent=True, user="guest"))
         window.drain()
         assert window.unconfirmed() == []
         refused = [seq for seq in range(1, 301) if seq % 10 == 0]
@@ -80,7 +81,7 @@ def test_a_burst_acknowledgement_never_covers_a_task_whose_own_is_still_to_go() 
     channel = FakeChannel()
     for tag, body in ((1, "long."), (2, "zero")):
         method = pika.spec.Basic.Deliver(delivery_tag=tag, redelivered=False, routing_key="task_queue")
-        properties = task_properties("race", tag, 2, persistent=True)
+        properties = task_properties(new_run_id(), tag, 2, persistent=True, user="guest")
         if tag == 2:  # the work thread did #1: its acknowledgement is queued for the I/O thread
             worker._task_done(worker._inbox.get())
             worker._pending = 0

@@ -10,6 +10,12 @@ hands acknowledgements back with ``add_callback_threadsafe``, as pika requires.
 SIGTERM (``docker stop``) and SIGINT stop the worker at once: the task in hand
 is not finished and, in ack mode, not acknowledged, so the broker gives it to
 another worker; in noack mode it and every task waiting in this worker are lost.
+
+A task is a student's input as much as the producer's: whatever its properties,
+headers and body, the worker does it or rejects it with a one-line reason (a task
+whose work would pass ``--max-task-seconds`` too). Whatever the broker does to it
+(its consumer cancelled when the queue is deleted, a channel closed), the worker
+declares what it needs again and goes on consuming.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from workqueue import cli
 from workqueue.connection import connect, describe, node_of
 from workqueue.output import Output
 from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, declare_events
-from workqueue.tasks import TaskLabel, task_label, task_origin, work_seconds
+from workqueue.tasks import TaskLabel, as_text, task_label, task_origin, work_seconds
 
 PROG = "worker.py"
 # How long the I/O loop waits before it looks at the stop flag again.
@@ -52,6 +58,12 @@ HEALTH_TOUCH_SECONDS = 5.0
 FEED_INTERVAL = 0.2
 FEED_ALIVE_SECONDS = 5.0
 _FEED_PROPERTIES = pika.BasicProperties(content_type="application/x-ndjson")
+# The longest task a worker does by default: half of RabbitMQ's consumer timeout (30 minutes),
+# past which the broker would close the channel of a task still unacknowledged.
+MAX_TASK_SECONDS = 900.0
+# After the broker closes a channel (a queue or exchange deleted, a right refused), the worker
+# connects again after a pause that doubles while the next channel fails as fast, up to the longest.
+CHANNEL_RETRY_FIRST, CHANNEL_RETRY_LONGEST = 0.5, 10.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,7 @@ class WorkerConfig:
     options: cli.BrokerOptions
     prefetch: int
     seconds_per_dot: float
+    max_task_seconds: float
     host: str
     name: str
     health_file: Path | None
@@ -93,6 +106,10 @@ class Stalled(Exception):
     """The worker stood still (frozen) past the broker's heartbeat timeout: its connection is not to be trusted."""
 
 
+class ChannelLost(Exception):
+    """The broker closed the tasks' channel (a right refused, a queue gone): connect again and declare anew."""
+
+
 class Worker:
     def __init__(self, config: WorkerConfig, out: Output) -> None:
         self.config = config
@@ -119,6 +136,9 @@ class Worker:
         self._fed = 0.0  # when the feed was last published
         self._unheard = False  # the broker handed the last feed message back: no live view listens
         self._alive = Output.encode(mode=config.options.mode.value)
+        self._feed: BlockingChannel | None = None  # the live views' channel: its loss never touches the tasks'
+        self._consumer_cancelled = False  # by the broker: the queue was deleted (set by pika's callback)
+        self._channel_retry = CHANNEL_RETRY_FIRST
 
     # --- signals: set a flag only; pika must not be called from a handler (pika#686)
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -138,14 +158,17 @@ class Worker:
                 connection = connect(options.broker, options.connect_timeout, self._stopping, self._retrying)
                 if connection is None:
                     break
+                consumed_since = time.monotonic()
                 try:
                     self._consume(connection, first)
                 except pika.exceptions.AMQPConnectionError as exc:
                     self._connection_lost(describe(exc))
-                except Stalled as exc:
-                    self._connection_lost(str(exc))
+                except (Stalled, ChannelLost, pika.exceptions.AMQPChannelError) as exc:
+                    self._connection_lost(describe(exc))
                     with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                         connection.close()  # if the broker has not closed it yet: it then requeues our tasks
+                    if not isinstance(exc, Stalled):
+                        self._pause_before_retry(time.monotonic() - consumed_since)
                 first = False
         finally:
             self._stop_work_thread()
@@ -164,16 +187,24 @@ class Worker:
     def _retrying(self, reason: str, delay: float) -> None:
         self.out.warn(f" [!] broker not answering ({reason}); retrying in {delay:g} s")
 
+    def _pause_before_retry(self, consumed_for: float) -> None:
+        """Wait before connecting again after a closed channel: longer each time it fails at once."""
+        if consumed_for > CHANNEL_RETRY_LONGEST:
+            self._channel_retry = CHANNEL_RETRY_FIRST
+        end = time.monotonic() + self._channel_retry
+        while not self._stopping() and time.monotonic() < end:
+            time.sleep(0.1)
+        self._channel_retry = min(self._channel_retry * 2, CHANNEL_RETRY_LONGEST)
+
     def _consume(self, connection: pika.BlockingConnection, first: bool) -> None:
         spec = self.config.options.queue
         channel = connection.channel()
         self._handed, self._inline_ack = set(), None  # tags count from 1 again on a new channel
-        declare(channel, spec)
-        declare_events(channel)
         if self.config.ack:
             channel.basic_qos(prefetch_count=self.config.prefetch)
-        channel.add_on_return_callback(self._on_feed_returned)
-        channel.basic_consume(spec.name, self._on_message, auto_ack=not self.config.ack)
+        channel.add_on_cancel_callback(self._on_consumer_cancelled)
+        self._start_consuming(channel)
+        self._feed = None
         node = node_of(connection)
         self.out.say(" [*] Waiting for messages. To exit press CTRL+C" if first else f" [*] Reconnected to {node}")
         self.out.event("consuming", queue=spec.name, node=node)
@@ -183,9 +214,14 @@ class Worker:
                 raise Stalled("this worker stood still past the broker's heartbeat timeout")
             # Returns after each burst of deliveries, or at the next tick.
             connection.process_data_events(time_limit=None)
+            if channel.is_closed:
+                # pika keeps why; it raises it only from a call on that channel.
+                raise ChannelLost(describe(channel._closing_reason or Exception("channel closed")))
+            if self._consumer_cancelled:
+                self._consume_again(channel, node)
             self._send_inline_ack()
             self.out.flush_when_due()
-            self._publish_feed(channel)
+            self._publish_feed(connection)
             self._touch_health()
         self._cancel.set()
         self._stop_work_thread()
@@ -193,8 +229,30 @@ class Worker:
         connection.process_data_events(time_limit=0)
         self._send_inline_ack()
         self._say_stopped()  # while connected, so that the live view hears it
-        self._publish_feed(channel, final=True)
+        self._publish_feed(connection, final=True)
         connection.close()
+
+    def _start_consuming(self, channel: BlockingChannel) -> None:
+        declare(channel, self.config.options.queue)
+        self._consumer_cancelled = False
+        channel.basic_consume(self.config.options.queue.name, self._on_message, auto_ack=not self.config.ack)
+
+    def _on_consumer_cancelled(self, frame: object) -> None:
+        self._consumer_cancelled = True  # acted on in the I/O loop, between two turns
+
+    def _consume_again(self, channel: BlockingChannel, node: str) -> None:
+        """The broker cancelled our consumer: the queue was deleted (by a person, a student's program).
+
+        Declare it again and consume from it, on the same channel: the tasks in hand are
+        finished and acknowledged as before. The tasks that waited in the deleted queue went with it.
+        """
+        name = self.config.options.queue.name
+        self.out.warn(
+            f" [!] the broker cancelled this worker's consumer: queue '{name}' was deleted; declaring it again"
+        )
+        self.out.event("consumer_cancelled", queue=name)
+        self._start_consuming(channel)
+        self.out.event("consuming", queue=name, node=node)
 
     def _tick(self, connection: pika.BlockingConnection) -> None:
         """Wake the I/O loop every POLL_SECONDS, to see the stop flag when no task comes.
@@ -205,7 +263,7 @@ class Worker:
         if connection.is_open and not self._stopping():
             connection.call_later(POLL_SECONDS, lambda: self._tick(connection))
 
-    def _publish_feed(self, channel: BlockingChannel, final: bool = False) -> None:
+    def _publish_feed(self, connection: pika.BlockingConnection, final: bool = False) -> None:
         """The events since the last call, as one message to the live view's exchange.
 
         At most every FEED_INTERVAL: the I/O loop comes round after every burst of
@@ -233,7 +291,16 @@ class Worker:
             if not body:
                 return
         self._fed = now
-        channel.basic_publish(EVENTS_EXCHANGE, "", body.encode(), _FEED_PROPERTIES, mandatory=True)
+        try:
+            if self._feed is None or not self._feed.is_open:
+                self._feed = connection.channel()
+                declare_events(self._feed)
+                self._feed.add_on_return_callback(self._on_feed_returned)
+            self._feed.basic_publish(EVENTS_EXCHANGE, "", body.encode(), _FEED_PROPERTIES, mandatory=True)
+        except pika.exceptions.AMQPChannelError as exc:
+            # The exchange deleted, a right refused: the events stay in the logs; a new channel next time.
+            self.out.warn(f" [!] the live views' feed refused this worker's events ({describe(exc)}); trying again")
+            self._feed = None
 
     def _on_feed_returned(self, *returned: object) -> None:
         self._unheard = True
@@ -245,16 +312,37 @@ class Worker:
         properties: pika.BasicProperties,
         body: bytes,
     ) -> None:
-        label = task_label(properties)
+        try:
+            self._take(channel, method, properties, body)
+        except pika.exceptions.AMQPError:
+            raise  # the channel or the connection: the I/O loop connects again
+        except Exception as exc:  # a delivery no rule foresaw: refused, never the worker's end
+            label = TaskLabel(None, None, as_text(getattr(properties, "message_id", None)))
+            self._reject(channel, method.delivery_tag, label, "unreadable", f"{type(exc).__name__}: {exc}"[:200])
+
+    def _take(
+        self,
+        channel: BlockingChannel,
+        method: pika.spec.Basic.Deliver,
+        properties: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        """Do a task, or reject it with its reason: empty, not UTF-8, or longer than this worker does."""
+        label = task_label(properties, self.config.options.broker.user)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             text = ""
         if not text:
-            self._reject(channel, method.delivery_tag, label, "not UTF-8" if body else "empty", len(body))
+            why = "not UTF-8" if body else "empty"
+            self._reject(channel, method.delivery_tag, label, why, f"its body is {why} ({len(body)} bytes)")
+            return
+        seconds = work_seconds(text, self.config.seconds_per_dot)
+        if seconds > self.config.max_task_seconds:
+            limit = f"{seconds:g} s of work, past this worker's limit of {self.config.max_task_seconds:g} s"
+            self._reject(channel, method.delivery_tag, label, "too long", f"{limit} (--max-task-seconds)")
             return
         received = f" [x] Received {text!r}{' (redelivered)' if method.redelivered else ''}"
-        seconds = work_seconds(text, self.config.seconds_per_dot)
         encoded = label.encoded()
         origin = "" if label.from_a_run else Output.encode(origin=task_origin(properties, text))
         received_fields = encoded + _REDELIVERED[method.redelivered] + origin
@@ -275,15 +363,16 @@ class Worker:
             self._handed.add(delivery.tag)
         self._inbox.put(delivery)
 
-    def _reject(self, channel: BlockingChannel, tag: int, label: TaskLabel, why: str, size: int) -> None:
+    def _reject(self, channel: BlockingChannel, tag: int, label: TaskLabel, reason: str, detail: str) -> None:
+        """Refuse a task: ``reason`` for the events (empty, not UTF-8, too long, unreadable), ``detail`` for people."""
         spec = self.config.options.queue
         if self.config.ack:
             channel.basic_reject(tag, requeue=False)
             where = f"dead-lettered to '{spec.dead_letter_queue}' by the broker's policy"
         else:
             where = "dropped"
-        self.out.say(f" [!] Rejected task {label.number}: its body is {why} ({size} bytes); {where}")
-        self.out.event("rejected", label.encoded(), reason=why)
+        self.out.say(f" [!] Rejected task {label.number}: {detail}; {where}")
+        self.out.event("rejected", label.encoded(), reason=reason)
 
     def _connection_lost(self, reason: str) -> None:
         self.out.warn(f" [!] connection lost ({reason}); reconnecting")
@@ -411,12 +500,25 @@ def parse_args(argv: list[str] | None) -> WorkerConfig:
     cli.add_broker_options(parser)
     parser.add_argument("--prefetch", help="ack mode: unacknowledged tasks a worker may hold (env PREFETCH; default 1)")
     parser.add_argument("--seconds-per-dot", help="seconds of work per dot (env SECONDS_PER_DOT; default 1.0)")
+    parser.add_argument(
+        "--max-task-seconds",
+        help=f"reject a task whose work would take longer (env MAX_TASK_SECONDS; default {MAX_TASK_SECONDS:g}); "
+        "keep it below the broker's consumer timeout",
+    )
     parser.add_argument("--name", help="this worker's name in events (env WORKER_NAME; default: the hostname)")
     args = parser.parse_args(argv)
     options = cli.resolve_broker_options(parser, args)
     prefetch = cli.option(parser, args.prefetch, "--prefetch", "PREFETCH", cli.positive_int, 1)
     seconds = cli.option(
         parser, args.seconds_per_dot, "--seconds-per-dot", "SECONDS_PER_DOT", cli.non_negative_float, 1.0
+    )
+    longest = cli.option(
+        parser,
+        args.max_task_seconds,
+        "--max-task-seconds",
+        "MAX_TASK_SECONDS",
+        cli.non_negative_float,
+        MAX_TASK_SECONDS,
     )
     name = cli.option(parser, args.name, "--name", "WORKER_NAME", str, socket.gethostname())
     if options.mode is Mode.NOACK and args.prefetch is not None:
@@ -425,7 +527,7 @@ def parse_args(argv: list[str] | None) -> WorkerConfig:
         )
     host = os.environ.get("WORKER_HOST") or socket.gethostname()
     health = os.environ.get("HEALTH_FILE")
-    return WorkerConfig(options, prefetch, seconds, host, name, Path(health) if health else None)
+    return WorkerConfig(options, prefetch, seconds, longest, host, name, Path(health) if health else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 FLUSH_INTERVAL = 0.2
@@ -28,7 +27,9 @@ FLUSH_INTERVAL = 0.2
 FEED_LIMIT = 10_000
 
 
-json_string = json.encoder.encode_basestring  # a str as JSON (C-accelerated)
+# A str as JSON (C-accelerated), in ASCII: a task's text or id may hold characters that some
+# readers take for line ends (U+0085, U+2028), which would cut an event line in two.
+json_string = json.encoder.encode_basestring_ascii
 
 
 def json_value(value: Any) -> str:
@@ -41,7 +42,7 @@ def json_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float) and math.isfinite(value):
         return repr(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _buffered(stream: TextIO) -> TextIO:
@@ -155,17 +156,3 @@ class Output:
         self._people.flush()
         self._events.flush()
         self._last_flush = time.monotonic()
-
-
-def read_events(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """The events among a program's output lines (``docker logs``); other lines are skipped."""
-    for line in lines:
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("event"), str):
-            yield record

@@ -35,6 +35,8 @@ def work_seconds(body: str, seconds_per_dot: float) -> float:
 
 # A run id, as new_run_id makes it.
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
+# The most tasks one run may have (the producer refuses more): a task number above it is no run's.
+MAX_TASKS = 100_000
 
 
 def new_run_id() -> str:
@@ -46,13 +48,16 @@ def message_id(run_id: str, seq: int) -> str:
     return f"{run_id}.{seq}"
 
 
-def task_properties(run_id: str, seq: int, count: int, persistent: bool) -> pika.BasicProperties:
+def task_properties(run_id: str, seq: int, count: int, persistent: bool, user: str) -> pika.BasicProperties:
+    """A run's task, sent by ``user``: the broker refuses a ``user_id`` that is not the sender's own
+    login, so that a worker can tell the lab's producer from a program that copies its headers."""
     return pika.BasicProperties(
         content_type="text/plain",
         content_encoding="utf-8",
         delivery_mode=PERSISTENT if persistent else TRANSIENT,
         message_id=message_id(run_id, seq),
         timestamp=int(time.time()),
+        user_id=user,
         headers={"run_id": run_id, "seq": seq, "count": count},
     )
 
@@ -101,19 +106,37 @@ class TaskLabel(NamedTuple):
 ORIGIN_TEXT_LIMIT = 60
 
 
+def as_text(value: object) -> str | None:
+    """A property or header as text, whatever a client sent: bytes decoded (bad bytes replaced), None kept."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return repr(value)
+
+
 def task_origin(properties: pika.BasicProperties, text: str) -> str:
     """Where a task that did not come from the lab's producer came from, as far as it says."""
     shown = text if len(text) <= ORIGIN_TEXT_LIMIT else text[: ORIGIN_TEXT_LIMIT - 3] + "..."
-    sender = properties.app_id or properties.user_id or "another producer"
-    return f"{sender}: {shown!r}"
+    sender = as_text(properties.app_id) or as_text(properties.user_id) or "another producer"
+    return f"{sender[:ORIGIN_TEXT_LIMIT]}: {shown!r}"
 
 
-def task_label(properties: pika.BasicProperties) -> TaskLabel:
-    """Read a task's label; tolerant of messages sent by other tools. (Read for every task: lean.)"""
+def task_label(properties: pika.BasicProperties, lab_user: str) -> TaskLabel:
+    """Read a task's label, whatever a client put in its properties. (Read for every task: lean.)
+
+    A task belongs to a run only when the broker vouches that the lab's own user sent it
+    (``user_id``) and its run id and number have the producer's form; any other task is
+    a foreign one (a student's), labelled by its message id alone.
+    """
+    message = properties.message_id
+    if type(message) is not str:
+        message = as_text(message)
     headers = properties.headers
-    if type(headers) is not dict:
-        return TaskLabel(None, None, properties.message_id)
+    if type(headers) is not dict or properties.user_id != lab_user:
+        return TaskLabel(None, None, message)
     run_id, seq = headers.get("run_id"), headers.get("seq")
-    if type(run_id) is not str:
-        run_id = run_id.decode("utf-8", "replace") if type(run_id) is bytes else None
-    return TaskLabel(run_id, seq if type(seq) is int else None, properties.message_id)  # an int, not a bool
+    # An int, never a bool; a run id as the producer makes it, which may name a report's folder.
+    if type(seq) is not int or not 1 <= seq <= MAX_TASKS or type(run_id) is not str or not RUN_ID.match(run_id):
+        return TaskLabel(None, None, message)
+    return TaskLabel(run_id, seq, message)

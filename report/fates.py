@@ -132,6 +132,8 @@ class RunReport:
     # ack: the tasks the broker holds in task_queue.rejected (a worker refused them, or they passed
     # the delivery limit of the lab's policy), whichever run they came from; None: not read.
     dead_lettered: int | None = None
+    # Deliveries labelled with the run but numbered past what its producer sent: no task of the run.
+    strays: list[Attempt] = field(default_factory=list)
 
     def count(self, fate: str) -> int:
         return sum(1 for task in self.tasks if task.fate == fate)
@@ -187,6 +189,8 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
     mode = Mode.named(started.get("mode") if started else _mode_from_workers(gathered.containers))
     run_start = started["ts"] if started else None
     workers, rejected = _follow_workers(gathered.containers, run_id, mode, run_start)
+    count = int(started.get("count", 0)) if started else 0
+    strays = _strays(workers, rejected, max(count, int(finished.get("sent") or 0) if finished else 0))
     attempts = [a for w in workers for a in w.attempts]
     if run_start is None and attempts:
         run_start = min(a.received for a in attempts)
@@ -197,7 +201,6 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
     queue_state = _queue(gathered.queues, queue_name)
     # What the producer could not send (noack) or the broker never confirmed (ack), after any resend.
     not_sent = {seq for seq in (finished or {}).get("unconfirmed") or [] if isinstance(seq, int)}
-    count = int(started.get("count", 0)) if started else 0
     highest = max([sent or 0, count, *(a.seq for a in attempts), *rejected])
     unread = sorted({*gathered.unread_hosts, *(f"{c.host}/{c.name}" for c in newer)})
     broker_went = _broker_went(gathered.containers, run_start) if mode is Mode.NOACK else None
@@ -222,7 +225,20 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
         faults=_faults_during(gathered.faults, attempts, run_start),
         broker_went=broker_went,
         dead_lettered=_dead_lettered(gathered.queues) if mode is Mode.ACK else None,
+        strays=strays,
     )
+
+
+def _strays(workers: list[WorkerSummary], rejected: set[int], sent: int) -> list[Attempt]:
+    """Take out of the run what is numbered past the tasks its producer sent (0: no record, nothing to go by)."""
+    if not sent:
+        return []
+    strays = []
+    for worker in workers:
+        strays += [a for a in worker.attempts if a.seq > sent]
+        worker.attempts = [a for a in worker.attempts if a.seq <= sent]
+    rejected.difference_update({seq for seq in rejected if seq > sent})
+    return strays
 
 
 def _follow_workers(
@@ -404,8 +420,12 @@ def _fates(
         by_seq.setdefault(attempt.seq, []).append(attempt)
     not_sent = not_sent or set()
     unseen = [seq for seq in range(1, highest + 1) if seq not in by_seq and seq not in rejected | not_sent]
-    # FIFO: the broker holds the newest tasks; as many as it says are ready are queued.
+    # FIFO: the broker holds the newest tasks; as many as it says are ready are queued. A count the
+    # events have not caught up with may have handed out tasks whose receipt is not known yet:
+    # until one has, every task seen by no worker may still be on its way, and is queued.
     ready = queue_state.ready if queue_state is not None else 0
+    if queue_state is not None and not queue_state.complete:
+        ready = len(unseen)
     queued = set(unseen[len(unseen) - min(ready, len(unseen)) :]) if ready else set()
     fates = []
     for seq in range(1, highest + 1):
@@ -488,6 +508,12 @@ def verdict(report: RunReport) -> str:
             text += f"; {report.count(fate)} {fate} ({seq_list(report.seqs(fate))})"
     if report.foreign:
         text += f"; {foreign_summary(report.foreign)}"
+    if report.strays:
+        by = sorted({a.worker for a in report.strays})
+        numbers = seq_list(sorted({a.seq for a in report.strays}))
+        text += (
+            f"; {len(report.strays)} not of the run ({numbers}, past the tasks it sent; received by {', '.join(by)})"
+        )
     if not report.settled:
         waiting = [f"{report.count(f)} {f}" for f in (IN_PROGRESS, REQUEUED, QUEUED) if report.count(f)]
         text += f"; still running: {', '.join(waiting)} (report again when it settles)"

@@ -24,7 +24,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from report import lab_settings
 from report.gathered import Event
 from workqueue import cli
-from workqueue.output import read_events
+from workqueue.events import EventReader
 from workqueue.queues import EVENTS_EXCHANGE, Mode, QueueSpec, declare_events, queue_spec
 from workqueue.tasks import RUN_ID
 
@@ -90,14 +90,23 @@ def mode_queue(options: cli.BrokerOptions, heard: Mode | None) -> tuple[Mode, Qu
     return mode, queue_spec(mode) if mode is not options.mode else options.queue
 
 
-def listen(channel: BlockingChannel, heard: Callable[[list[Event]], None]) -> None:
-    """Hear the feed on a queue of our own, gone when we are; ``heard`` gets each message's events."""
+def listen(channel: BlockingChannel, heard: Callable[[list[Event]], None], reader: EventReader) -> None:
+    """Hear the feed on a queue of our own, gone when we are; ``heard`` gets each message's events.
+
+    Anyone with the right to publish to the feed can send anything: ``reader`` keeps only
+    well-formed events and counts the rest, and a message whose events ``heard`` cannot take
+    is counted with them; the view carries on either way.
+    """
     declare_events(channel)
     ours = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
     channel.queue_bind(ours, EVENTS_EXCHANGE)
 
     def on_message(ch: BlockingChannel, method: object, properties: object, body: bytes) -> None:
-        heard(list(read_events(body.decode("utf-8", "replace").splitlines())))
+        events = list(reader.read(body.decode("utf-8", "replace").splitlines()))
+        try:
+            heard(events)
+        except Exception:  # a combination no check foresaw: that message is dropped, not the view
+            reader.dropped += len(events)
 
     channel.basic_consume(ours, on_message, auto_ack=True)
 

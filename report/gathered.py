@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workqueue.output import read_events
+from workqueue.events import read_events
 
 Event = dict[str, Any]
 
@@ -47,6 +47,9 @@ class QueueState:
     unacknowledged: int
     consumers: int
     leader: str = ""  # a quorum queue's leading node (rabbit@HOST); "" for a classic queue
+    # Whether every task the broker had handed out when it counted is in the events read: the report's
+    # count comes after the logs it reads; a live view's may come before a worker's feed says what it got.
+    complete: bool = True
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from html import escape
+
 from report import tables
 from report.fates import RunReport
 
@@ -25,6 +27,6 @@ def render(report: RunReport, picture: str) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     def row(cells: list[str]) -> str:
-        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+        return "| " + " | ".join(escape(cell, quote=False).replace("|", "\\|") for cell in cells) + " |"
 
     return [row(header), row(["---"] * len(header)), *(row(r) for r in rows)]

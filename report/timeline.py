@@ -14,6 +14,7 @@ from collections.abc import Callable
 from html import escape
 
 from report.fates import DONE, IN_PROGRESS, LOST, REFUSED, REQUEUED, Attempt, RunReport, WorkerSummary, clock
+from workqueue.tasks import seq_list
 
 WIDTH = 1000
 LABEL = 190  # the lane names' column
@@ -223,10 +224,10 @@ def _undelivered(report: RunReport, body: list[str], y: float) -> float:
     waiting = [t for t in report.tasks if not t.attempts]
     if not waiting:
         return y
-    by_fate: dict[str, list[str]] = {}
+    by_fate: dict[str, list[int]] = {}
     for task in waiting:
-        by_fate.setdefault(task.fate, []).append(f"#{task.seq}")
-    text = "; ".join(f"{fate}: {' '.join(seqs)}" for fate, seqs in by_fate.items())
+        by_fate.setdefault(task.fate, []).append(task.seq)
+    text = "; ".join(f"{fate}: {seq_list(seqs)}" for fate, seqs in by_fate.items())
     body.append(_text(8, y + 12, f"received by no worker: {text}", size=12, weight="bold"))
     return y + 22
 

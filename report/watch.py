@@ -34,6 +34,7 @@ from report.live import LiveState
 from report.terminal import columns
 from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe
+from workqueue.events import EventReader
 from workqueue.queues import Mode, QueueSpec
 
 PROG = "python -m report.watch"
@@ -52,12 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     connection = connect(options.broker, options.connect_timeout)
     assert connection is not None  # no stop flag: connect returns None only when asked to stop
     state = LiveState(run_filter=config.run, mode=options.mode)
+    reader = EventReader()
     leader = LeaderProbe(options.broker)
     counts_channel: BlockingChannel | None = None
     tty = sys.stdout.isatty()
     deadline = time.monotonic() + config.duration
     try:
-        feed.listen(connection.channel(), state.apply_all)
+        feed.listen(connection.channel(), state.apply_all, reader)
         while True:
             # Hear the workers until the next refresh (pika returns early when events came in).
             next_frame = time.monotonic() + max(config.interval, 0.05)
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 connection.process_data_events(time_limit=left)
             mode, spec = feed.mode_queue(options, state.mode)
             counts_channel, count = feed.queue_count(connection, counts_channel, spec.name)
-            frame = render(state, count, spec, mode, options, time.time(), leader.leader(spec.name))
+            frame = render(state, count, spec, mode, options, time.time(), leader.leader(spec.name), reader.dropped)
             print(CLEAR + frame if tty else frame + "\n", flush=True)
             if time.monotonic() >= deadline:
                 return 0
@@ -84,6 +86,7 @@ def render(
     options: cli.BrokerOptions,
     now: float,
     leader: str = "",
+    dropped: int = 0,
 ) -> str:
     lines = [f"workqueue live view, {time.strftime('%H:%M:%S', time.localtime(now))} (Ctrl+C to stop)"]
     lines.append(f"broker: {options.broker.where}, {mode.value} mode")
@@ -99,6 +102,8 @@ def render(
     lines.append(f"run: {state.run_id or 'none yet (no task received since the view started)'}")
     if foreign := state.foreign_line():
         lines.append(foreign + " (not part of the run)")
+    if dropped:
+        lines.append(f"feed: {dropped} malformed events dropped (not the programs'; someone publishes to the feed)")
     lines.append("")
     rows = state.rows(now)
     if rows:

@@ -12,7 +12,7 @@ from docker.models.containers import Container
 
 from machine import engine, images
 from tests.conftest import NODE, PASSWORD, VHOST
-from workqueue.output import read_events
+from workqueue.events import read_events
 
 pytestmark = [pytest.mark.broker, pytest.mark.docker]
 

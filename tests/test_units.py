@@ -22,7 +22,8 @@ from report.web.heard import Heard
 from worker_image import worker as worker_module
 from workqueue import cli
 from workqueue.connection import HEARTBEAT_SECONDS, broker_from_url
-from workqueue.output import Output, read_events
+from workqueue.events import read_events
+from workqueue.output import Output
 from workqueue.queues import DEAD_LETTER_QUEUE, Mode, queue_spec
 from workqueue.tasks import TaskLabel, seq_list, task_body, task_label, task_properties, work_seconds
 
@@ -37,11 +38,14 @@ def test_task_text_is_the_tutorials() -> None:
     assert work_seconds(task_body(3), 0) == 0
 
 
+RUN = "20261204-120000-0a01"
+
+
 def test_task_properties_carry_run_seq_and_message_id() -> None:
-    label = task_label(task_properties("run-1", 7, 10, persistent=True))
-    assert (label.run_id, label.seq, label.message_id) == ("run-1", 7, "run-1.7")
-    assert task_properties("run-1", 7, 10, persistent=True).delivery_mode == 2
-    assert task_properties("run-1", 7, 10, persistent=False).delivery_mode == 1
+    label = task_label(task_properties(RUN, 7, 10, persistent=True, user="lab"), "lab")
+    assert (label.run_id, label.seq, label.message_id) == (RUN, 7, f"{RUN}.7")
+    assert task_properties(RUN, 7, 10, persistent=True, user="lab").delivery_mode == 2
+    assert task_properties(RUN, 7, 10, persistent=False, user="lab").delivery_mode == 1
 
 
 def test_seq_list_folds_runs() -> None:
@@ -98,8 +102,8 @@ def test_flag_wins_over_environment_which_wins_over_default(monkeypatch: pytest.
 
 
 def test_read_events_skips_what_is_not_an_event() -> None:
-    lines = ['{"event":"done","seq":1}', "plain warning", "{not json", '{"no_event": 1}', '["list"]']
-    assert list(read_events(lines)) == [{"event": "done", "seq": 1}]
+    lines = ['{"event":"done","ts":1764402000.5,"seq":1}', "plain warning", "{not json", '{"no_event": 1}', '["list"]']
+    assert list(read_events(lines)) == [{"event": "done", "ts": 1764402000.5, "seq": 1}]
 
 
 def test_images_pin_the_same_pika_as_the_project() -> None:
@@ -143,7 +147,7 @@ def test_event_times_are_to_the_millisecond_and_a_pair_shares_one(monkeypatch: p
     import time
 
     out = Output({"program": "worker"}, io.StringIO(), io.StringIO())
-    label = TaskLabel("run-1", 7, "run-1.7").encoded()
+    label = TaskLabel(RUN, 7, f"{RUN}.7").encoded()
     for now, stamp in [
         (1764402000.0059, 1764402000.005),
         (1764402000.9999, 1764402000.999),
@@ -155,8 +159,8 @@ def test_event_times_are_to_the_millisecond_and_a_pair_shares_one(monkeypatch: p
         )
         [alone] = read_events([out.event_line("alive")])
         assert received["ts"] == done["ts"] == alone["ts"] == stamp
-        assert (received["event"], received["seq"], received["message_id"]) == ("received", 7, "run-1.7")
-        assert (done["event"], done["run_id"], done["work_seconds"]) == ("done", "run-1", 0.0)
+        assert (received["event"], received["seq"], received["message_id"]) == ("received", 7, f"{RUN}.7")
+        assert (done["event"], done["run_id"], done["work_seconds"]) == ("done", RUN, 0.0)
 
 
 def test_a_foreign_task_says_where_it_came_from() -> None:
@@ -164,8 +168,10 @@ def test_a_foreign_task_says_where_it_came_from() -> None:
 
     from workqueue.tasks import task_origin
 
-    assert not task_label(pika.BasicProperties(delivery_mode=2)).from_a_run
-    assert task_label(task_properties("run-1", 1, 1, persistent=True)).from_a_run
+    assert not task_label(pika.BasicProperties(delivery_mode=2), "lab").from_a_run
+    assert task_label(task_properties(RUN, 1, 1, persistent=True, user="lab"), "lab").from_a_run
+    # The same headers from another user (the broker vouches for user_id) are a foreign task's.
+    assert not task_label(task_properties(RUN, 1, 1, persistent=True, user="student"), "lab").from_a_run
     assert task_origin(pika.BasicProperties(), "Hello World! ..") == "another producer: 'Hello World! ..'"
     assert task_origin(pika.BasicProperties(app_id="pc7"), "x" * 100) == f"pc7: '{'x' * 57}...'"
 
@@ -349,7 +355,7 @@ def test_a_worker_thawed_past_the_brokers_patience_counts_its_task_done_whicheve
     config = worker_module.parse_args(["--url", "amqp://u:p@localhost/?heartbeat=3", "--mode", "ack"])
     events = io.StringIO()
     worker = worker_module.Worker(config, Output({"program": "worker"}, io.StringIO(), events))
-    label = TaskLabel("run", 1, "m1")
+    label = TaskLabel(RUN, 1, "m1")
     cancelled = _CancelledOnThaw(clock, frozen)
     channel = cast(BlockingChannel, None)  # never used: neither path acknowledges
     worker._inbox.put(worker_module.Delivery(channel, 1, label, "long.", 1.0, cancelled, label.encoded()))

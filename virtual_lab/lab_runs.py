@@ -19,7 +19,7 @@ from typing import Any
 import docker
 
 from virtual_lab.hosts import ROOT, Lab
-from workqueue.output import read_events
+from workqueue.events import read_events
 
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 RUN_ID = re.compile(r"Run (\d{8}-\d{6}-[0-9a-f]{4}): \d+ sent")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workqueue.output import read_events
+from workqueue.events import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
 # As the README runs them from a checkout (the installed commands are workqueue-worker and workqueue-new-task).

@@ -8,15 +8,21 @@ became of each task live exactly as the report says it afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from report.gathered import Container, Event, Gathered, QueueState
 from report.live import SILENT_SECONDS
+from workqueue.events import EventReader
 from workqueue.queues import Mode
 
 EVENTS_PER_WORKER = 50_000  # the oldest go first: a view left open for days stays small
+# A worker publishes what it did at least every FEED_INTERVAL (0.2 s) while it works, and says it
+# is alive every 5 s when idle: a word heard this long after a count tells every task it had by then.
+CATCH_UP_SECONDS = 1.0
 
 
 @dataclass
@@ -26,6 +32,7 @@ class _Worker:
     events: list[Event] = field(default_factory=list)
     stopped: bool = False  # it said worker_stopped, and has not started again
     last_heard: float = 0.0
+    heard_at: float = 0.0  # when its last word arrived here, by this view's clock (monotonic)
 
 
 @dataclass(frozen=True)
@@ -37,24 +44,35 @@ class FeedState:
 class Heard:
     """Thread-safe: the listener writes, the page reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._workers: dict[tuple[str, str], _Worker] = {}
         self._producer: list[Event] = []
-        self._queues: list[QueueState] | None = None
+        # The broker's counts, each with when it was taken; the oldest is the newest that the
+        # events had caught up with when last read (see _count_to_tell).
+        self._counts: list[tuple[float, list[QueueState]]] = []
+        self._publishing_until = 0.0  # when the producer's last word on a run's end (or start) came
+        self._publishing = False  # a run started and its end not heard yet
         self._mode: Mode | None = None
         self._feed = FeedState(False, "connecting to the broker")
+        self.reader = EventReader()  # the feed's messages that are not the programs' events: dropped, counted
 
     def add(self, events: list[Event]) -> None:
         with self._lock:
+            arrived = self._clock()
             for event in events:
                 if event.get("program") == "producer":
                     self._producer.append(event)
                     self._mode = Mode.named(event.get("mode")) or self._mode
+                    if event.get("event") in ("run_started", "run_finished"):
+                        self._publishing = event.get("event") == "run_started"
+                        self._publishing_until = arrived
                     continue
                 key = (str(event.get("host", "?")), str(event.get("worker", "?")))
                 worker = self._workers.setdefault(key, _Worker(*key))
                 worker.last_heard = float(event.get("ts", time.time()))
+                worker.heard_at = arrived
                 kind = event.get("event")
                 if kind in ("worker_started", "alive"):
                     self._mode = Mode.named(event.get("mode")) or self._mode
@@ -67,7 +85,7 @@ class Heard:
     def counted(self, queues: list[QueueState]) -> None:
         """The broker's counts of the queues that exist now."""
         with self._lock:
-            self._queues = queues
+            self._counts.append((self._clock(), queues))
 
     def feed(self, state: FeedState) -> None:
         with self._lock:
@@ -83,8 +101,35 @@ class Heard:
         """What was heard, as the report reads a lab; and the feed's state."""
         with self._lock:
             containers = [_container(w, now) for w in sorted(self._workers.values(), key=lambda w: (w.host, w.name))]
-            gathered = Gathered(containers=containers, producer_events=list(self._producer), queues=self._queues)
+            queues = self._count_to_tell()
+            gathered = Gathered(containers=containers, producer_events=list(self._producer), queues=queues)
             return gathered, self._feed
+
+    def _count_to_tell(self) -> list[QueueState] | None:
+        """The newest count that the events have caught up with; else the newest, marked incomplete.
+
+        The broker counts a task handed to a worker as no longer ready at once; the worker's word
+        that it got it comes with its next feed message. A count is complete once the producer had
+        finished publishing before it and every worker still speaking has been heard since it
+        (CATCH_UP_SECONDS after); until then a task that is in no count and no event may be on its way.
+        """
+        if not self._counts:
+            return None
+        clock = self._clock()
+        speaking = [
+            w.heard_at for w in self._workers.values() if not w.stopped and clock - w.heard_at <= SILENT_SECONDS
+        ]
+        caught_up = min(speaking, default=clock) - CATCH_UP_SECONDS
+        complete = [
+            i
+            for i, (at, _) in enumerate(self._counts)
+            if at <= caught_up and at >= self._publishing_until and not self._publishing
+        ]
+        if complete:
+            del self._counts[: complete[-1]]  # older ones are of no more use
+            return self._counts[0][1]
+        del self._counts[1:-1]  # the last complete one (if any), and the newest
+        return [dataclasses.replace(q, complete=False) for q in self._counts[-1][1]]
 
 
 def _container(worker: _Worker, now: float) -> Container:

@@ -71,7 +71,7 @@ class Listener(threading.Thread):
         self._connection = None
 
     def _hear(self, connection: pika.BlockingConnection) -> None:
-        feed.listen(connection.channel(), self.heard.add)
+        feed.listen(connection.channel(), self.heard.add, self.heard.reader)
         self.heard.feed(FeedState(True, f"listening to {self.options.broker.where}"))
         counts: BlockingChannel | None = None
         while not self.stop.is_set():

@@ -11,7 +11,8 @@ function show(frame) {
   $("verdict").classList.toggle("settled", frame.settled);
   $("queue").textContent = frame.queue.line;
   $("broker").textContent = `broker: ${frame.broker}`;
-  setFeed(frame.feed.live, frame.feed.live ? "live" : frame.feed.note);
+  const dropped = frame.feed.dropped ? `; ${frame.feed.dropped} malformed events dropped` : "";
+  setFeed(frame.feed.live, frame.feed.live ? `live${dropped}` : frame.feed.note);
   // The SVG is made by report/timeline.py, which escapes every text it draws.
   $("timeline").innerHTML = frame.svg;
 }

@@ -914,6 +914,20 @@ def test_unreachable_host_fails_before_changes_on_healthy_hosts(lab: docker.Dock
     assert "! ghost: unreachable (" in reported.stdout
 
 
+def test_produce_refuses_a_run_a_worker_would_reject_and_sends_any_message_as_text(lab: docker.DockerClient) -> None:
+    deploy(lab)
+    # 5,000 tasks at 0.2 s a dot: the last is 1,000 s of work, past max_task_seconds (900).
+    done = playbook("produce.yml", *FAST, "-e", "task_count=5000")
+    assert done.returncode != 0
+    said = " ".join(done.stdout.split())
+    assert "the run's last task would take 1000.0 s of work, past max_task_seconds (900 s)" in said, said[-2000:]
+    assert "produce at most 4500 tasks (task i has i dots), or raise max_task_seconds" in said
+    assert "Run the producer" not in done.stdout, "refused before the producer ran"
+    # A message that starts like an option is a task's text ('--' ends the producer's options).
+    run_id = produce("-e", "task_count=1", "-e", "task_message=--url=amqp://elsewhere")
+    wait_until(lambda: list(done_by(lab, list(WORKERS), run_id)) == [1], 30, "the task done")
+
+
 def test_report_with_no_worker_says_so_in_one_line(lab: docker.DockerClient, tmp_path: Path) -> None:
     inventory = _lab_inventory(tmp_path, {"broker": {"hosts": {}}, "workers": {"hosts": {}}, "producer": {"hosts": {}}})
     done, data = report(tmp_path / "reports", inventory=inventory)

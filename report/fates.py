@@ -11,7 +11,7 @@ attempts, the producer's record and the broker's queues follows its fate:
     requeued      ack mode: its worker was stopped; the broker holds it for another
     in progress   a running worker has it in hand
     queued        no worker has seen it and the broker still holds tasks
-    rejected      a worker refused it (empty or not UTF-8)
+    rejected      a worker refused it (empty, not UTF-8, too long, or unreadable)
     unknown       it may be with a worker whose events could not be read
     unaccounted   sent, seen by no worker, not in the queue: the report says so
     not sent      the producer could not send it (noack) or the broker never confirmed it (ack)
@@ -456,7 +456,8 @@ def _fate(
         return TaskFate(seq, DONE, tries, f"done {len(by)} times: {', '.join(by)}" if len(by) > 1 else "")
     if rejected:
         where = "moved to the dead-letter queue" if mode is Mode.ACK else "dropped"
-        return TaskFate(seq, REJECTED, tries, f"refused by a worker (empty or not UTF-8): {where}")
+        why = "empty, not UTF-8, too long or unreadable"
+        return TaskFate(seq, REJECTED, tries, f"refused by a worker ({why}): {where}")
     if tries:
         last = tries[-1]
         if last.outcome == LOST:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
@@ -79,15 +80,25 @@ def clean_broker(broker: str) -> Iterator[str]:
     delete_queues()
 
 
+@contextlib.contextmanager
+def account(user: str, password: str, rights: tuple[str, str, str]) -> Iterator[None]:
+    """A broker user of the tests' vhost with (configure, write, read) rights, made as the role makes one
+    (the password never on a command line), and removed after."""
+    ctl = ["rabbitmqctl", "-n", NODE.name]
+    subprocess.run([*ctl, "delete_user", user], check=False, capture_output=True)  # a crashed run's
+    subprocess.run([*ctl, "add_user", user], input=password + "\n", text=True, check=True, capture_output=True)
+    subprocess.run([*ctl, "set_permissions", "-p", VHOST, user, *rights], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*ctl, "delete_user", user], check=False, capture_output=True)
+
+
 @pytest.fixture
 def broker_user(clean_broker: str) -> Iterator[str]:
-    """A dedicated broker user, made as the role makes one (the password never on a command line)."""
-    ctl = ["rabbitmqctl", "-n", NODE.name]
-    subprocess.run([*ctl, "delete_user", USER], check=False, capture_output=True)  # a crashed run's
-    subprocess.run([*ctl, "add_user", USER], input=PASSWORD + "\n", text=True, check=True, capture_output=True)
-    subprocess.run([*ctl, "set_permissions", "-p", VHOST, USER, ".*", ".*", ".*"], check=True, capture_output=True)
-    yield USER
-    subprocess.run([*ctl, "delete_user", USER], check=False, capture_output=True)
+    """A dedicated broker user, with every right on the tests' vhost."""
+    with account(USER, PASSWORD, (".*", ".*", ".*")):
+        yield USER
 
 
 @pytest.fixture
@@ -108,11 +119,15 @@ def consumer_count(queue: str) -> int:
             connection.close()
 
 
-def declared(queue: str) -> bool:
-    """Whether the queue exists in the tests' vhost (a passive declare, which makes nothing)."""
+def declared(queue: str, kind: str = "queue") -> bool:
+    """Whether the queue (or the exchange) exists in the tests' vhost (a passive declare, which makes nothing)."""
     connection = pika.BlockingConnection(pika.URLParameters(URL))
     try:
-        connection.channel().queue_declare(queue, passive=True)
+        channel = connection.channel()
+        if kind == "exchange":
+            channel.exchange_declare(queue, passive=True)
+        else:
+            channel.queue_declare(queue, passive=True)
         return True
     except pika.exceptions.ChannelClosedByBroker:
         return False

@@ -50,6 +50,8 @@ NOACK = ("-e", "task_mode=noack")
 GUEST = ("-e", "rabbitmq_guest_remote_access=true")
 assert TEST_LAB.credentials is not None
 CREDENTIALS = TEST_LAB.credentials / "rabbitmq-workqueue-password"
+# The class account's (rabbitmq_class_user): what students' own programs log in with.
+CLASS_CREDENTIALS = TEST_LAB.credentials / "rabbitmq-student-password"
 # Drill tasks last 6 s (30 dots at 0.2 s): a stop through ansible-playbook takes a few seconds.
 LONG = ("-e", "task_message=long..............................")
 # The freeze in ack mode must land while a task is in hand, not at its end (between its done and
@@ -227,10 +229,16 @@ def foreign_done(client: docker.DockerClient) -> list[tuple[str, str]]:
 
 
 def student_url(guest: bool = False) -> str:
-    """What a student writes: the broker's address, and in the dedicated mode the user, password and vhost."""
+    """What a student writes: the broker's address, and in the dedicated mode the class account and the vhost."""
     if guest:
         return f"amqp://guest:guest@{BROKER_ADDRESS}:5672/%2F"
-    return f"amqp://workqueue:{CREDENTIALS.read_text().strip()}@{BROKER_ADDRESS}:5672/workqueue"
+    return f"amqp://student:{CLASS_CREDENTIALS.read_text().strip()}@{BROKER_ADDRESS}:5672/workqueue"
+
+
+def broker_users(client: docker.DockerClient) -> dict[str, list[str]]:
+    """The broker's users and their tags."""
+    users = json.loads(on(client, BROKER, "rabbitmqctl", "list_users", "-q", "--formatter", "json"))
+    return {user["user"]: user["tags"] for user in users}
 
 
 # --- deploying
@@ -247,7 +255,29 @@ def test_site_on_fresh_hosts_deploys_broker_and_connected_workers(lab: docker.Do
         assert list(workers_on(lab, host)) == ["workqueue-worker-1"]
     # The one change a student makes to the tutorial's programs, printed for this lab (never the password).
     assert f'host="{BROKER_ADDRESS}", virtual_host="workqueue",' in done.stdout
-    assert 'credentials=pika.PlainCredentials("workqueue", PASSWORD)))' in done.stdout
+    assert 'credentials=pika.PlainCredentials("student", PASSWORD)))' in done.stdout
+    assert f"(PASSWORD: the class account's, in {CLASS_CREDENTIALS.resolve()};" in done.stdout
+    # The class account has no tag; guest, an administrator on loopback, is gone (RabbitMQ's checklist).
+    assert broker_users(lab) == {"workqueue": [], "student": []}
+    # The workers run hardened: no capability, no new privilege, a read-only root, bounded memory,
+    # processes and logs; and healthy so (the health file is on the /tmp tmpfs).
+    [inspected] = json.loads(on(lab, WORKER_A, "docker", "inspect", "workqueue-worker-1"))
+    config = inspected["HostConfig"]
+    assert (config["CapDrop"], config["SecurityOpt"], config["ReadonlyRootfs"]) == (
+        ["ALL"],
+        ["no-new-privileges"],
+        True,
+    )
+    assert (config["Memory"], config["PidsLimit"]) == (256 * 2**20, 64)
+    assert config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "5", "max-size": "50m"}}
+    wait_until(
+        lambda: (
+            on(lab, WORKER_A, "docker", "inspect", "-f", "{{.State.Health.Status}}", "workqueue-worker-1").strip()
+            == "healthy"
+        ),
+        90,
+        "a healthy worker",
+    )
     # The lab's queue is a quorum queue, declared with no argument: the vhost's default type.
     listed = on(
         lab,
@@ -693,6 +723,11 @@ def test_guest_remote_access_mode(lab: docker.DockerClient) -> None:
     assert "WARNING: rabbitmq_guest_remote_access is true" in done.stdout
     assert f'host="{BROKER_ADDRESS}"))' in done.stdout
     assert "loopback_users = none" in on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
+    users = {
+        u["user"]: u["tags"]
+        for u in json.loads(on(lab, BROKER, "rabbitmqctl", "list_users", "-q", "--formatter", "json"))
+    }
+    assert users["guest"] == [], "guest has its vhost's rights, and no administrator tag for the network"
     assert f"amqp://guest@{BROKER_ADDRESS}:5672/%2F" in on(lab, WORKER_A, "docker", "inspect", "workqueue-worker-1")
     run_id = produce(*GUEST, "-e", "task_count=2", "-e", "task_message=t")
     wait_until(lambda: len(done_seqs(lab, run_id)) == 2, 30, "two tasks done as guest")
@@ -704,6 +739,9 @@ def test_guest_remote_access_mode(lab: docker.DockerClient) -> None:
     wait_until(lambda: len(foreign_done(lab)) == before + 2, 30, "the student's two tasks done by the lab")
     deploy(lab)
     assert "loopback_users" not in on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
+    assert "guest" not in on(lab, BROKER, "rabbitmqctl", "list_users", "-q"), (
+        "guest removed again with a dedicated user"
+    )
 
 
 # --- secrets: the password on no command line, journal, log or output; a new one reaches every worker; TLS
@@ -713,22 +751,24 @@ ALL_HOSTS = (BROKER, *WORKERS, PRODUCER)
 
 def test_no_secret_on_a_command_line_in_a_journal_a_log_or_the_output(lab: docker.DockerClient, tmp_path: Path) -> None:
     deploy(lab)
-    password = CREDENTIALS.read_text().strip()
+    password, class_password = CREDENTIALS.read_text().strip(), CLASS_CREDENTIALS.read_text().strip()
     with CommandLines(lab, ALL_HOSTS) as command_lines:
         outputs = [playbook("site.yml", *FAST, "-vvvv"), playbook("produce.yml", *FAST, "-vvvv", "-e", "task_count=2")]
         outputs.append(report(tmp_path, "-vvvv")[0])
-    assert CREDENTIALS.stat().st_mode & 0o077 == 0, "the credentials file is readable by its owner only"
-    assert len(password) >= 20
+    for credentials in (CREDENTIALS, CLASS_CREDENTIALS):
+        assert credentials.stat().st_mode & 0o077 == 0, f"{credentials.name} is readable by its owner only"
+    assert len(password) >= 20 and len(class_password) >= 20 and class_password != password
     for done in outputs:
         assert done.returncode == 0, done.stdout[-2000:]
         assert changed(done).get(BROKER, 0) == 0
     for host, seen in command_lines.seen.items():
-        assert password not in seen, f"the password is on a command line on {host}"
+        assert password not in seen and class_password not in seen, f"a password is on a command line on {host}"
     # The sampler saw the role's rabbitmqctl commands go by: it would have seen a password on them.
     checks = [line for line in command_lines.seen[BROKER].splitlines() if "rabbitmqctl" in line]
     assert any("authenticate_user" in line for line in checks)
     assert "_CMDLINE=su rabbitmq" in on(lab, BROKER, "journalctl", "-o", "verbose", "--no-pager")
-    assert where_secrets_show(lab, ALL_HOSTS, [password], *(done.stdout + done.stderr for done in outputs)) == []
+    secrets = [password, class_password]
+    assert where_secrets_show(lab, ALL_HOSTS, secrets, *(done.stdout + done.stderr for done in outputs)) == []
     inspected = {host: json.loads(on(lab, host, "docker", "inspect", *workers_on(lab, host))) for host in WORKERS}
     assert all(len(found) == 1 for found in inspected.values()), inspected.keys()
     assert password not in json.dumps(inspected)
@@ -949,7 +989,7 @@ def test_teardown_removes_it_all_and_site_works_again(lab: docker.DockerClient) 
         for path in ("/etc/workqueue-lab", "/var/lib/workqueue-lab"):
             assert on_result(lab, host, "test", "-e", path)[0] == 1, f"{path} is still on {host}"
     assert "workqueue" not in on(lab, BROKER, "rabbitmqctl", "list_vhosts", "-q").split()
-    assert "workqueue" not in on(lab, BROKER, "rabbitmqctl", "list_users", "-q").split()
+    assert not {"workqueue", "student"} & set(on(lab, BROKER, "rabbitmqctl", "list_users", "-q").split())
     assert "workqueue-task-queue" not in on(lab, BROKER, "rabbitmqctl", "list_policies", "-q", "-p", "/")
     assert on_result(lab, BROKER, "test", "-e", "/etc/rabbitmq/rabbitmq.conf")[0] == 1
     again = playbook("teardown.yml")

@@ -11,16 +11,19 @@ import datetime
 import decimal
 import json
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pika
 import pika.exceptions
 import pytest
+import yaml
 
-from tests.conftest import URL, consumer_count
+from tests.conftest import NODE, URL, VHOST, account, consumer_count, declared
 from tests.test_watch import Watch
+from virtual_lab.processes import ROOT, Program, done_seqs
 from virtual_lab.processes import LocalLab as Lab
-from virtual_lab.processes import Program, done_seqs
-from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, queue_spec
+from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, declare_events, queue_spec
 from workqueue.tasks import new_run_id
 
 pytestmark = pytest.mark.broker
@@ -112,18 +115,6 @@ def test_a_deleted_task_queue_is_declared_again_and_consumed_within_30_s(lab: La
     assert_running(workers)
 
 
-def exchange_exists(name: str) -> bool:
-    connection = pika.BlockingConnection(pika.URLParameters(URL))
-    try:
-        connection.channel().exchange_declare(name, passive=True)
-        return True
-    except pika.exceptions.ChannelClosedByBroker:
-        return False
-    finally:
-        if connection.is_open:
-            connection.close()
-
-
 def test_forged_feed_events_are_counted_by_the_view_and_a_deleted_feed_is_declared_again(lab: Lab) -> None:
     workers = lab.workers(2, "--mode", "ack", "--seconds-per-dot", "0")
     watch = Watch("--mode", "ack")
@@ -149,11 +140,120 @@ def test_forged_feed_events_are_counted_by_the_view_and_a_deleted_feed_is_declar
         # The feed exchange deleted: the workers declare it again (their next word opens a new channel).
         channel.exchange_delete(EVENTS_EXCHANGE)
         connection.close()
-        assert not exchange_exists(EVENTS_EXCHANGE)
+        assert not declared(EVENTS_EXCHANGE, "exchange")
         producer = lab.produce("4", "--mode", "ack")
         assert producer.process.returncode == 0, producer.errors()
-        workers[0].wait_for(lambda: len(done_seqs(workers)) == 4 and exchange_exists(EVENTS_EXCHANGE), 30, "redeclared")
+        run_id = producer.events("run_started")[0]["run_id"]
+
+        def done_and_declared() -> bool:
+            done = {e["seq"] for w in workers for e in w.events("done") if e["run_id"] == run_id}
+            return done == {1, 2, 3, 4} and declared(EVENTS_EXCHANGE, "exchange")
+
+        workers[0].wait_for(done_and_declared, 30, "the run done and the feed exchange declared again")
     finally:
         code, err = watch.stop()
     assert code == 130 and "Traceback" not in err, err
     assert_running(workers)
+
+
+# --- the class account: each row of docs/students.md, tried with the role's rights
+
+CLASS_USER, CLASS_PASSWORD = "wq-test-student", "student-Secret-4e1"
+CLASS_RIGHTS = yaml.safe_load((ROOT / "roles" / "rabbitmq" / "defaults" / "main.yml").read_text())[
+    "rabbitmq_class_permissions"
+]
+
+
+@pytest.fixture
+def class_account(clean_broker: str) -> Iterator[str]:
+    """The class account as the rabbitmq role makes it (its rights read from the role's defaults)."""
+    with account(CLASS_USER, CLASS_PASSWORD, (CLASS_RIGHTS["configure"], CLASS_RIGHTS["write"], CLASS_RIGHTS["read"])):
+        yield f"amqp://{CLASS_USER}:{CLASS_PASSWORD}@localhost:{NODE.port}/{VHOST}"
+
+
+def _consume_one(channel: Any, queue: str) -> None:
+    channel.basic_qos(prefetch_count=1)
+    channel.basic_consume(queue, lambda ch, method, properties, body: ch.basic_ack(method.delivery_tag))
+
+
+def _server_named(channel: Any) -> None:
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.basic_consume(queue, lambda *args: None, auto_ack=True)
+
+
+def _publish(exchange: str, routing_key: str, properties: pika.BasicProperties | None = None) -> Callable[[Any], None]:
+    def publish(channel: Any) -> None:
+        channel.confirm_delivery()  # a refusal then closes the channel before publish returns
+        channel.basic_publish(exchange, routing_key, b"task .", properties or pika.BasicProperties())
+
+    return publish
+
+
+def _bind_to_feed(channel: Any) -> None:
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(queue, EVENTS_EXCHANGE)
+
+
+# The operation as docs/students.md names it -> what the class account does.
+OPERATIONS: dict[str, Callable[[Any], object]] = {
+    "declare `task_queue` as the tutorial does (`durable=True`)": lambda ch: ch.queue_declare(
+        "task_queue", durable=True
+    ),
+    "declare `hello` (tutorial 1)": lambda ch: ch.queue_declare("hello"),
+    "publish a task to `task_queue` through the default exchange": _publish("", "task_queue"),
+    "consume `task_queue` with acknowledgements, prefetch 1": lambda ch: _consume_one(ch, "task_queue"),
+    "declare an exclusive server-named queue and consume it": _server_named,
+    "purge `task_queue`": lambda ch: ch.queue_purge("task_queue"),
+    "delete `task_queue`": lambda ch: ch.queue_delete("task_queue"),
+    "declare a queue of another name": lambda ch: ch.queue_declare("my_queue"),
+    "declare an exchange (tutorial 3 onward)": lambda ch: ch.exchange_declare("logs", exchange_type="fanout"),
+    "consume `task_queue.rejected` (the lab's dead letters)": lambda ch: _consume_one(ch, "task_queue.rejected"),
+    "publish to `workqueue.events` (forge the live views' events)": _publish(EVENTS_EXCHANGE, ""),
+    "bind a queue to `workqueue.events` (listen to the lab's events)": _bind_to_feed,
+    "delete `workqueue.events`": lambda ch: ch.exchange_delete(EVENTS_EXCHANGE),
+    "publish a task with the lab's `user_id` (forge a run's task)": _publish(
+        "", "task_queue", pika.BasicProperties(user_id="guest")
+    ),
+}
+
+
+def _documented_rows() -> dict[str, tuple[str, str]]:
+    """docs/students.md's table of operations: operation -> (verdict, the broker's answer)."""
+    rows = {}
+    for line in (ROOT / "docs" / "students.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[1] in ("allowed", "refused"):
+            rows[cells[0]] = (cells[1], cells[2])
+    return rows
+
+
+def test_the_documented_table_names_exactly_the_operations_tried() -> None:
+    assert set(_documented_rows()) == set(OPERATIONS)
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_the_class_account_may_do_what_the_table_allows_and_nothing_else(operation: str, class_account: str) -> None:
+    # The lab's queues and feed exist, as on a deployed lab (made by the lab's own user).
+    lab = pika.BlockingConnection(pika.URLParameters(URL))
+    lab_channel = lab.channel()
+    declare(lab_channel, SPEC)
+    declare_events(lab_channel)
+    lab.close()
+    verdict, answer = _documented_rows()[operation]
+    connection = pika.BlockingConnection(pika.URLParameters(class_account))
+    try:
+        channel = connection.channel()
+        if verdict == "allowed":
+            OPERATIONS[operation](channel)
+            connection.process_data_events(time_limit=0.2)
+            assert channel.is_open, f"{operation}: refused, though the table allows it"
+        else:
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+                OPERATIONS[operation](channel)
+                connection.process_data_events(time_limit=0.5)
+                channel.basic_qos(prefetch_count=1)  # a call on a closed channel raises why it was closed
+            code, text = answer.split()[0], answer.split()[1].rstrip(":")
+            assert (str(refused.value.reply_code), refused.value.reply_text.split(" ")[0]) == (code, f"{text}")
+    finally:
+        if connection.is_open:
+            connection.close()

@@ -139,6 +139,7 @@ class Worker:
         self._feed: BlockingChannel | None = None  # the live views' channel: its loss never touches the tasks'
         self._consumer_cancelled = False  # by the broker: the queue was deleted (set by pika's callback)
         self._channel_retry = CHANNEL_RETRY_FIRST
+        self._lab_user = config.options.broker.user  # a task is a run's only when sent as this user; read per task
 
     # --- signals: set a flag only; pika must not be called from a handler (pika#686)
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -328,7 +329,7 @@ class Worker:
         body: bytes,
     ) -> None:
         """Do a task, or reject it with its reason: empty, not UTF-8, or longer than this worker does."""
-        label = task_label(properties, self.config.options.broker.user)
+        label = task_label(properties, self._lab_user)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:

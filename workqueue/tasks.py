@@ -7,6 +7,7 @@ so that a report can follow each one from producer to worker.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import time
@@ -137,6 +138,12 @@ def task_label(properties: pika.BasicProperties, lab_user: str) -> TaskLabel:
         return TaskLabel(None, None, message)
     run_id, seq = headers.get("run_id"), headers.get("seq")
     # An int, never a bool; a run id as the producer makes it, which may name a report's folder.
-    if type(seq) is not int or not 1 <= seq <= MAX_TASKS or type(run_id) is not str or not RUN_ID.match(run_id):
+    if type(seq) is not int or not 1 <= seq <= MAX_TASKS or type(run_id) is not str or not _is_run_id(run_id):
         return TaskLabel(None, None, message)
     return TaskLabel(run_id, seq, message)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_run_id(text: str) -> bool:
+    """Whether a text has the producer's form of a run id. Asked for every task of a run: remembered."""
+    return RUN_ID.match(text) is not None

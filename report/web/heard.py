@@ -120,11 +120,12 @@ class Heard:
             w.heard_at for w in self._workers.values() if not w.stopped and clock - w.heard_at <= SILENT_SECONDS
         ]
         caught_up = min(speaking, default=clock) - CATCH_UP_SECONDS
-        complete = [
-            i
-            for i, (at, _) in enumerate(self._counts)
-            if at <= caught_up and at >= self._publishing_until and not self._publishing
-        ]
+        # While the producer publishes, no count can be complete: tasks come after it.
+        complete = (
+            []
+            if self._publishing
+            else [i for i, (at, _) in enumerate(self._counts) if self._publishing_until <= at <= caught_up]
+        )
         if complete:
             del self._counts[: complete[-1]]  # older ones are of no more use
             return self._counts[0][1]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,9 @@ class Fault:
     worker: str | None  # None: the broker
     start: float
     end: float
+    # The task the worker held when the fault struck (the drill waits for one): its run and number.
+    caught_run: str | None = None
+    caught_seq: int | None = None
 
 
 @dataclass
@@ -186,15 +190,31 @@ def _read_producer_host(document: dict[str, Any], gathered: Gathered) -> None:
 
 
 def _fault(event: Event) -> Fault:
-    start = float(event.get("start") or 0.0)
+    start = _number(event.get("start")) or 0.0
     worker = event.get("worker")
+    caught = event.get("caught")
+    caught = caught if isinstance(caught, dict) else {}
+    run, seq = caught.get("run_id"), caught.get("seq")
     return Fault(
         str(event.get("fault")),
         str(event.get("host")),
         worker if isinstance(worker, str) else None,
         start,
-        max(start, float(event.get("end") or start)),
+        max(start, _number(event.get("end")) or start),
+        run if isinstance(run, str) else None,
+        seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
     )
+
+
+def _number(value: object) -> float | None:
+    """A time of the drill's record: a number, or a number as text (Ansible's JSON writes either)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _read_broker(document: dict[str, Any], gathered: Gathered, silent: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from report.fates import DONE, Attempt, RunReport, clock
+from report.gathered import Fault
 from report.leader import led_by
 from workqueue.queues import DEAD_LETTER_QUEUE
 from workqueue.tasks import seq_list
@@ -89,6 +90,13 @@ def foreign_rows(report: RunReport) -> list[list[str]]:
     return [[clock(t.received), t.worker, t.outcome, t.origin] for t in report.foreign]
 
 
+def _caught(fault: Fault, run_id: str) -> str:
+    """``, caught #3``: the task the worker held when the fault struck."""
+    if fault.caught_seq is not None and fault.caught_run == run_id:
+        return f", caught #{fault.caught_seq}"
+    return ", caught a task of another run" if fault.caught_run or fault.caught_seq is not None else ""
+
+
 def fault_lines(report: RunReport) -> list[str]:
     """``freeze on lab3/worker-1, 02:22:04 to 02:22:44 (40 s)``: the drills' faults during the run."""
     lines = []
@@ -98,5 +106,5 @@ def fault_lines(report: RunReport) -> list[str]:
         else:
             where = f"broker node {f.host}" if f.fault.startswith("broker-node") else f"the broker ({f.host})"
         span = f"{clock(f.start)} to {clock(f.end)} ({f.end - f.start:.0f} s)" if f.end > f.start else clock(f.start)
-        lines.append(f"{f.fault} on {where}, {span}")
+        lines.append(f"{f.fault} on {where}, {span}{_caught(f, report.run_id)}")
     return lines

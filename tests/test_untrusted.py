@@ -8,6 +8,8 @@ against a real broker and real workers is in tests/test_students.py.
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import io
 import json
 import math
@@ -22,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from report import fates, markdown, terminal
+from report import fates, markdown, tables, terminal
 from report.gathered import QueueState, read_folder
 from report.live import LiveState
 from report.web.heard import CATCH_UP_SECONDS, Heard
@@ -35,6 +37,7 @@ from workqueue.tasks import MAX_TASKS, new_run_id
 LAB_USER = "workqueue"
 WORKER = {"program": "worker", "host": "pc1", "worker": "worker-1"}
 NOW = 1764402000.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- the event reader: what it keeps, what it drops
@@ -361,3 +364,76 @@ def test_a_task_on_its_way_to_a_worker_is_never_unaccounted_until_the_feed_catch
 
 def test_seconds_of_a_forged_time_cannot_stretch_the_picture() -> None:
     assert checked({"event": "alive", "ts": math.pi}) is None  # 1970: no clock of a lab's
+
+
+# --- the drill's wait for a task in hand, and its record, read as any worker's output
+
+
+def _in_hand_module() -> Any:
+    spec = importlib.util.spec_from_file_location("task_in_hand", ROOT / "playbooks" / "files" / "task_in_hand.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_task_is_in_hand_from_received_until_done_or_abandoned_whatever_else_the_worker_prints() -> None:
+    hand = _in_hand_module().InHand()
+
+    def event(kind: str, seq: Any, **more: Any) -> str:
+        return json.dumps(
+            {
+                "event": kind,
+                "ts": NOW + seq if isinstance(seq, int) else NOW,
+                "run_id": "r",
+                "seq": seq,
+                "message_id": f"r.{seq}",
+                **more,
+            }
+        )
+
+    for line in ["", "not json", "[1, 2]", '{"event": 5}', " [x] Received 'Hello World! #1.'", event("done", 9)]:
+        hand.read(line)
+    assert hand.first() is None, "nothing received: nothing in hand"
+    hand.read(event("received", 1))
+    assert hand.first() == {"run_id": "r", "seq": 1, "message_id": "r.1", "ts": NOW + 1}
+    hand.read(event("received", 2))  # prefetch 2: the first is the one being worked on
+    hand.read(event("done", 1))
+    assert hand.first()["seq"] == 2
+    hand.read(event("received", 1))  # the same line read again (the two reads of the logs overlap): no effect
+    assert hand.first()["seq"] == 2
+    hand.read(event("abandoned", 2, fate="requeued"))
+    assert hand.first() is None
+    hand.read(event("received", 3))
+    hand.read(json.dumps({"event": "worker_started", "ts": NOW + 9}))  # the container restarted: holds nothing
+    assert hand.first() is None
+    # A forged or odd task: its fields are kept only when they have the right type.
+    hand.read(json.dumps({"event": "received", "ts": "soon", "seq": True, "run_id": ["r"], "message_id": None}))
+    assert hand.first() == {"run_id": None, "seq": None, "message_id": None, "ts": None}
+
+
+@pytest.mark.parametrize(
+    ("record", "line"),
+    [
+        ({"caught": {"run_id": ACK_RUN, "seq": 4, "message_id": "x"}}, ", caught #4"),
+        ({"caught": {"run_id": "20260101-000000-0000", "seq": 4}}, ", caught a task of another run"),
+        ({"caught": None}, ""),
+        ({"caught": "#4", "start": "soon", "end": [1]}, ""),
+        ({"caught": {"run_id": ACK_RUN, "seq": "4"}, "start": "nan"}, ", caught a task of another run"),
+    ],
+)
+def test_the_report_names_the_task_a_drill_caught_and_takes_any_record(
+    tmp_path: Path, record: dict[str, Any], line: str
+) -> None:
+    folder = copy_of("ack_worker_stopped", tmp_path)
+    start = report_of(folder).started + 2
+    fault = {"event": "fault", "fault": "freeze", "host": "lab3", "worker": "worker-1", "start": start, "end": start}
+    producer = folder / "producer" / "lab5.json"
+    document = json.loads(producer.read_text())
+    document["faults"] = base64.b64encode(json.dumps({**fault, **record}).encode()).decode()
+    producer.write_text(json.dumps(document))
+    lines = tables.fault_lines(report_of(folder))
+    if isinstance(record.get("start"), str):  # no time of its own: from the epoch, long before the run
+        assert lines == []
+    else:
+        assert lines == [f"freeze on lab3/worker-1, {fates.clock(start)}{line}"]

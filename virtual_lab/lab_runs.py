@@ -22,6 +22,7 @@ from virtual_lab.hosts import ROOT, Lab
 from workqueue.events import read_events
 
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+FAULTS_RECORD = "/var/lib/workqueue-lab/runs/faults.jsonl"  # lab_runs_dir's, in playbooks/group_vars/all/lab.yml
 RUN_ID = re.compile(r"Run (\d{8}-\d{6}-[0-9a-f]{4}): \d+ sent")
 
 
@@ -81,6 +82,11 @@ def on_result(client: docker.DockerClient, host: str, *command: str) -> tuple[in
     """A command's exit code and output on a lab host, whatever the code."""
     result = client.containers.get(host).exec_run(list(command))
     return result.exit_code, result.output.decode()
+
+
+def last_fault(client: docker.DockerClient, producer: str) -> dict[str, Any]:
+    """The record drill.yml kept of its last fault, on the producer host (what report.yml reads)."""
+    return dict(json.loads(on(client, producer, "tail", "-n", "1", FAULTS_RECORD)))
 
 
 def queue_row(

@@ -1,6 +1,6 @@
 """`make demo`: the whole project on the virtual lab, through the same playbooks as a real lab.
 
-    python -m demo.lab [--seconds-per-dot S]
+    python -m demo.lab [--seconds-per-dot S]   (the tests add --lab demolab --listen HOST:PORT)
 
 Makes the lab (five hosts), runs site.yml, then two drills of ten tasks each:
 in noack mode, then in ack mode, the worker on lab3 is stopped mid-run (what
@@ -27,41 +27,49 @@ import docker
 from machine import engine, images
 from machine.packages import SetupError
 from virtual_lab import hosts, lab_runs
-from virtual_lab.hosts import DEFAULT_LAB, Host
+from virtual_lab.hosts import DEFAULT_LAB, DEMO_TEST_LAB, Host, Lab
 from virtual_lab.lab_runs import container_events, done_by, unfinished, wait_until
 
 TASKS = 10
-STOPPED = "lab3"
-LOG = hosts.ROOT / "build" / "demo" / "ansible.log"
-WEB_LOG = LOG.with_name("watch-web.log")
+LABS = {lab.name: lab for lab in (DEFAULT_LAB, DEMO_TEST_LAB)}  # the user's, and the tests' own
+
+
+class Demo:
+    """The demo on one lab: where its log goes, which host's worker is stopped."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.stopped = f"{lab.name}3"
+        self.log = hosts.ROOT / "build" / ("demo" if lab == DEFAULT_LAB else f"{lab.name}-demo") / "ansible.log"
+        self.web_log = self.log.with_name("watch-web.log")
 
 
 def step(title: str) -> None:
     print(f"\n=== {title}", flush=True)
 
 
-def run_playbook(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """One line: the playbook, a dot per task, its time; its output goes to LOG, and its end is shown if it fails."""
+def run_playbook(demo: Demo, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One line: the playbook, a dot per task, its time; the output goes to the log, its end shown if it fails."""
     print(f"    {name} ", end="", flush=True)
     started = time.monotonic()
-    done = lab_runs.playbook(DEFAULT_LAB, name, *args, log=LOG)
+    done = lab_runs.playbook(demo.lab, name, *args, log=demo.log)
     print(f" {time.monotonic() - started:.0f} s", flush=True)
     if done.returncode != 0:
         tail = "".join(f"      {line}\n" for line in done.stdout.splitlines()[-25:])
-        raise SetupError(f"{name} failed (exit {done.returncode}); its end, of {LOG}:\n{tail}")
+        raise SetupError(f"{name} failed (exit {done.returncode}); its end, of {demo.log}:\n{tail}")
     return done
 
 
-def drill(client: docker.DockerClient, workers: list[str], mode: str, settings: list[str]) -> None:
-    step(f"{mode} mode: {TASKS} tasks, then the worker on {STOPPED} is stopped mid-run")
-    produced = run_playbook("produce.yml", *settings, "-e", f"task_count={TASKS}")
+def drill(demo: Demo, client: docker.DockerClient, workers: list[str], mode: str, settings: list[str]) -> None:
+    stopped = demo.stopped
+    step(f"{mode} mode: {TASKS} tasks, then the worker on {stopped} is stopped mid-run")
+    produced = run_playbook(demo, "produce.yml", *settings, "-e", f"task_count={TASKS}")
     run_id = lab_runs.run_id_of(produced.stdout)
     print(f"    produced run {run_id}", flush=True)
-
-    wait_until(lambda: bool(unfinished(client, STOPPED, run_id)), 60, f"a task in hand on {STOPPED}")
-    print(f"    stopping workqueue-worker-1 on {STOPPED} (docker stop):", flush=True)
-    run_playbook("stop_worker.yml", "-e", f"target={STOPPED}")
-    others = [h for h in workers if h != STOPPED]
+    wait_until(lambda: bool(unfinished(client, stopped, run_id)), 60, f"a task in hand on {stopped}")
+    print(f"    stopping workqueue-worker-1 on {stopped} (docker stop):", flush=True)
+    run_playbook(demo, "stop_worker.yml", "-e", f"target={stopped}")
+    others = [h for h in workers if h != stopped]
 
     def settled() -> bool:
         if mode == "ack":
@@ -72,7 +80,7 @@ def drill(client: docker.DockerClient, workers: list[str], mode: str, settings: 
     wait_until(settled, 300, "the tasks settled")
     print(f"    the other workers finished the run: {time.monotonic() - started:.0f} s", flush=True)
     step(f"{mode} mode: the report (playbooks/report.yml -e run_id={run_id})")
-    reported = run_playbook("report.yml", "-e", f"run_id={run_id}")
+    reported = run_playbook(demo, "report.yml", "-e", f"run_id={run_id}")
     for line in lab_runs.report_text(reported.stdout):
         print(f"    {line}", flush=True)
 
@@ -80,19 +88,22 @@ def drill(client: docker.DockerClient, workers: list[str], mode: str, settings: 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.lab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds-per-dot", type=float, default=0.5, help="work per dot (default 0.5 s)")
+    parser.add_argument("--lab", choices=sorted(LABS), default=DEFAULT_LAB.name, help="which virtual lab (default lab)")
+    parser.add_argument("--listen", default="127.0.0.1:8765", help="the live web view's address (HOST:PORT)")
     args = parser.parse_args()
+    demo = Demo(LABS[args.lab])
     view: subprocess.Popen[str] | None = None
     try:
         client = engine.ensure_engine()
         step("the images (built here, no registry) and the virtual lab")
-        LOG.parent.mkdir(parents=True, exist_ok=True)
-        LOG.write_text("")
-        print(f"    Ansible's whole log: {LOG.relative_to(hosts.ROOT)}", flush=True)
+        demo.log.parent.mkdir(parents=True, exist_ok=True)
+        demo.log.write_text("")
+        print(f"    Ansible's whole log: {demo.log.relative_to(hosts.ROOT)}", flush=True)
         started = time.monotonic()
         images.program_images(client)
         print(f"    images ready: {time.monotonic() - started:.0f} s", flush=True)
         started = time.monotonic()
-        lab: list[Host] = hosts.up(client, hosts.DEFAULT_HOSTS, DEFAULT_LAB)
+        lab: list[Host] = hosts.up(client, hosts.DEFAULT_HOSTS, demo.lab)
         print(f"    lab up: {time.monotonic() - started:.0f} s", flush=True)
         for host in lab:
             print(f"    {host.name:5} {host.address:12} {', '.join(host.groups)}")
@@ -101,10 +112,10 @@ def main() -> int:
         for mode in ("noack", "ack"):
             settings = [*dots, "-e", f"task_mode={mode}"]
             step(f"site.yml in {mode} mode (it also starts a worker a drill stopped)")
-            run_playbook("site.yml", *settings)
+            run_playbook(demo, "site.yml", *settings)
             wait_until(lambda: all(_consuming(client, h) for h in workers), 60, "every worker consuming")
-            view = view or _web_view()
-            drill(client, workers, mode, settings)
+            view = view or _web_view(demo, args.listen)
+            drill(demo, client, workers, mode, settings)
     except (SetupError, hosts.LabError, TimeoutError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
@@ -113,7 +124,7 @@ def main() -> int:
             view.send_signal(signal.SIGINT)
             view.wait(timeout=15)
     step("explore")
-    ansible_playbook = ".venv/bin/ansible-playbook -i inventory/virtual/hosts.yml"
+    ansible_playbook = f".venv/bin/ansible-playbook -i {demo.lab.inventory.relative_to(hosts.ROOT)}"
     print("    the lab stays up: make lab-status")
     print(f"    more tasks: {ansible_playbook} playbooks/produce.yml -e task_count=10")
     print("    watch them live, in another terminal: make watch, or in a browser: make watch-web")
@@ -123,16 +134,17 @@ def main() -> int:
     return 0
 
 
-def _web_view() -> subprocess.Popen[str] | None:
+def _web_view(demo: Demo, listen: str) -> subprocess.Popen[str] | None:
     """The live web view of the demo's lab, for as long as the demo runs; None (said) when it cannot start."""
-    command = [sys.executable, "-m", "report.web", "--inventory", str(DEFAULT_LAB.inventory), "--duration", "1800"]
-    with WEB_LOG.open("w") as log:
+    inventory = str(demo.lab.inventory)
+    command = [sys.executable, "-m", "report.web", "--inventory", inventory, "--duration", "1800", "--listen", listen]
+    with demo.web_log.open("w") as log:
         view = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     assert view.stdout is not None
     first = view.stdout.readline().strip()  # where to open it, once it listens; '' when it could not start
     if "open http://" not in first:
         view.wait(timeout=15)
-        print(f"    (the live web view did not start: {WEB_LOG.read_text().strip()[-300:]})", flush=True)
+        print(f"    (the live web view did not start: {demo.web_log.read_text().strip()[-300:]})", flush=True)
         return None
     print(f"    watch the runs live in a browser: {first.partition('open ')[2].split()[0]}", flush=True)
     return view

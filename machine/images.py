@@ -7,13 +7,14 @@ happens only when the recipe changes, and the ``:latest`` tag follows it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import docker
@@ -26,6 +27,7 @@ from machine.packages import SetupError, ensure_commands
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = Path(__file__).resolve().parent / "dockerfiles"
 WHEELHOUSE = ROOT / "build" / "wheelhouse"
+LOCK = ROOT / "build" / ".images.lock"
 REQUIREMENTS = ROOT / "workqueue" / "requirements.txt"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 PROJECT_LABEL = "workqueue-lab"
@@ -141,6 +143,18 @@ def debian_base(client: docker.DockerClient, release: str = SUITE) -> str:
     image = client.images.get(f"{name}:{recipe}")
     _tag_latest(client, image, name)
     return f"{name}:{recipe}"
+
+
+@contextlib.contextmanager
+def one_builder() -> Iterator[None]:
+    """Image builds one at a time on this machine: the tests' lanes each ask for their lab's images."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def build(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pika
@@ -26,6 +27,16 @@ QUEUES = ("hello", "task_queue", "task_queue.rejected")
 # A dedicated user of the tests' node, with a password that is nothing else (see broker_user).
 USER = "wq-test-user"
 PASSWORD = "test-user-Secret-9f2"
+LOCKS = Path(__file__).resolve().parents[1] / "build" / "tests"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests' broker node is one: the tests that use it run in one lane (pytest-xdist's --dist loadgroup),
+    beside the lanes of the labs (each lab's module names its own group)."""
+    for item in items:
+        if item.get_closest_marker("broker") and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group("broker"))
 
 
 def ctrl_c(process: subprocess.Popen[str]) -> tuple[int, str]:
@@ -46,10 +57,24 @@ def succeeded(done: subprocess.CompletedProcess[str]) -> dict[str, int]:
     return {host: counts["changed"] for host, counts in recap(done.stdout).items()}
 
 
+def changed_nothing(done: subprocess.CompletedProcess[str], hosts: Iterable[str]) -> None:
+    """A playbook that succeeded and changed nothing on these hosts, each of them in its PLAY RECAP
+    (a recap that did not parse, or left a host out, would otherwise pass for "nothing changed")."""
+    counts = succeeded(done)
+    missing = sorted(set(hosts) - set(counts))
+    assert not missing, f"not in the PLAY RECAP: {missing}\n{done.stdout[-2000:]}"
+    assert {host: n for host, n in counts.items() if n} == {}, f"a re-run changed something: {counts}"
+
+
 @pytest.fixture(scope="session")
-def broker() -> str:
-    local_broker.ensure_broker(NODE)
-    return local_broker.prepare_vhost(NODE, VHOST)
+def broker() -> Iterator[str]:
+    """The tests' node, to this test process alone: a second process (a lane given broker tests by
+    mistake, a developer's second run) waits for the first one's end instead of emptying its queues."""
+    LOCKS.mkdir(parents=True, exist_ok=True)
+    with (LOCKS / "broker.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        local_broker.ensure_broker(NODE)
+        yield local_broker.prepare_vhost(NODE, VHOST)
 
 
 def queue_counts() -> dict[str, tuple[int, int]]:

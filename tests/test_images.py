@@ -34,6 +34,9 @@ def test_image_built_from_local_base_runs_help_as_non_root(
     client: docker.DockerClient, built: dict[str, str], name: str, usage: str
 ) -> None:
     image = client.images.get(built[name])
+    # Built here, on the Debian base made from Debian's packages: its layers are the image's first.
+    base = client.images.get(images.debian_image()).attrs["RootFS"]["Layers"]
+    assert image.attrs["RootFS"]["Layers"][: len(base)] == base, "not built on the local Debian base"
     assert image.attrs["Config"]["User"] not in ("", "root", "0")
     labels = image.attrs["Config"]["Labels"]
     assert labels["org.opencontainers.image.title"].startswith("workqueue-lab")

@@ -1,6 +1,6 @@
 """The virtual lab: hosts like fresh lab machines, reached over real SSH, made and removed cleanly.
 
-These tests use a lab of their own (testlab1.., 10.210.1.0/24), never the one `make lab-up` made.
+These tests use a lab of their own (hostlab1.., 10.210.5.0/24), never the one `make lab-up` made.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 
 from machine import engine
 from virtual_lab import hosts
-from virtual_lab.hosts import LAB_LABEL, TEST_LAB, Host
+from virtual_lab.hosts import HOST_LAB, LAB_LABEL, Host
 
-pytestmark = [pytest.mark.docker, pytest.mark.lab]
+pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(HOST_LAB.name)]
 
 ANSIBLE = Path(sys.executable).parent / "ansible"
 
@@ -31,14 +31,14 @@ def client() -> docker.DockerClient:
 
 @pytest.fixture(scope="module")
 def lab(client: docker.DockerClient) -> Iterator[list[Host]]:
-    hosts.down(client, TEST_LAB)
-    yield hosts.up(client, 3, TEST_LAB)
-    hosts.down(client, TEST_LAB)
+    hosts.down(client, HOST_LAB)
+    yield hosts.up(client, 3, HOST_LAB)
+    hosts.down(client, HOST_LAB)
 
 
 def ansible(module: str, args: str = "", become: bool = False) -> dict[str, dict]:
     """Run an ad-hoc module on every host over SSH; host -> its result."""
-    command = [str(ANSIBLE), "all", "-i", str(TEST_LAB.inventory), "-m", module]
+    command = [str(ANSIBLE), "all", "-i", str(HOST_LAB.inventory), "-m", module]
     command += ["-a", args] if args else []
     command += ["--become"] if become else []
     env = {**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "true", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
@@ -48,7 +48,7 @@ def ansible(module: str, args: str = "", become: bool = False) -> dict[str, dict
 
 def ssh(host: Host, command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        hosts.ssh_command(TEST_LAB, host.address, command), capture_output=True, text=True, timeout=30, check=False
+        hosts.ssh_command(HOST_LAB, host.address, command), capture_output=True, text=True, timeout=30, check=False
     )
 
 
@@ -93,15 +93,15 @@ def test_each_host_has_its_own_ssh_host_key(lab: list[Host]) -> None:
 
 
 def test_up_again_gives_the_same_lab(client: docker.DockerClient, lab: list[Host]) -> None:
-    before = {c.name: c.id for c in client.containers.list(filters={"label": f"{LAB_LABEL}={TEST_LAB.name}"})}
-    assert hosts.up(client, 3, TEST_LAB) == lab
-    after = {c.name: c.id for c in client.containers.list(filters={"label": f"{LAB_LABEL}={TEST_LAB.name}"})}
+    before = {c.name: c.id for c in client.containers.list(filters={"label": f"{LAB_LABEL}={HOST_LAB.name}"})}
+    assert hosts.up(client, 3, HOST_LAB) == lab
+    after = {c.name: c.id for c in client.containers.list(filters={"label": f"{LAB_LABEL}={HOST_LAB.name}"})}
     assert after == before
 
 
 def test_up_repairs_a_host_removed_by_hand(client: docker.DockerClient, lab: list[Host]) -> None:
     client.containers.get(lab[1].name).remove(force=True)
-    hosts.up(client, 3, TEST_LAB)
+    hosts.up(client, 3, HOST_LAB)
     assert ssh(lab[1], "hostname").stdout.strip() == lab[1].name
 
 
@@ -112,12 +112,12 @@ def test_a_stopped_host_is_down_until_started_and_comes_back_as_it_was(
     ssh(lab[1], "echo kept > /home/lab/before-the-stop")
     host_key = ssh(lab[1], "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout
     container.stop(timeout=10)
-    assert not hosts.ssh_answers(TEST_LAB, lab[1].address)
-    states = {s.name: (s.state, s.ssh) for s in hosts.status(client, TEST_LAB)}
+    assert not hosts.ssh_answers(HOST_LAB, lab[1].address)
+    states = {s.name: (s.state, s.ssh) for s in hosts.status(client, HOST_LAB)}
     assert states[lab[1].name] == ("exited", False)
     container.start()
-    hosts.up(client, 3, TEST_LAB)  # waits for SSH
-    assert hosts.ssh_answers(TEST_LAB, lab[1].address)
+    hosts.up(client, 3, HOST_LAB)  # waits for SSH
+    assert hosts.ssh_answers(HOST_LAB, lab[1].address)
     # As it was: the same machine (container, address, name, host key) with what was written on it.
     assert client.containers.get(lab[1].name).id == container.id
     assert ssh(lab[1], "hostname").stdout.strip() == lab[1].name
@@ -151,20 +151,20 @@ def test_bad_host_counts_fail_before_anything_is_made(
 
 
 def test_down_leaves_nothing_of_the_lab(client: docker.DockerClient, lab: list[Host]) -> None:
-    hosts.down(client, TEST_LAB)
-    selector = {"label": f"{LAB_LABEL}={TEST_LAB.name}"}
+    hosts.down(client, HOST_LAB)
+    selector = {"label": f"{LAB_LABEL}={HOST_LAB.name}"}
     assert client.containers.list(all=True, filters=selector) == []
     assert client.networks.list(filters=selector) == []
     assert client.volumes.list(filters=selector) == []
-    assert not TEST_LAB.key.exists() and not TEST_LAB.inventory.exists()
-    assert hosts.down(client, TEST_LAB) == [], "down on no lab does nothing"
+    assert not HOST_LAB.key.exists() and not HOST_LAB.inventory.exists()
+    assert hosts.down(client, HOST_LAB) == [], "down on no lab does nothing"
 
 
 def test_a_lab_of_three_brokers_puts_them_first_and_keeps_a_producer_host() -> None:
-    planned = {h.name: h.groups for h in hosts.plan(7, TEST_LAB, brokers=3)}
-    assert [name for name, groups in planned.items() if "broker" in groups] == ["testlab1", "testlab2", "testlab3"]
-    assert [name for name, groups in planned.items() if "workers" in groups] == ["testlab4", "testlab5", "testlab6"]
-    assert planned["testlab7"] == ("producer",)
+    planned = {h.name: h.groups for h in hosts.plan(7, HOST_LAB, brokers=3)}
+    assert [name for name, groups in planned.items() if "broker" in groups] == ["hostlab1", "hostlab2", "hostlab3"]
+    assert [name for name, groups in planned.items() if "workers" in groups] == ["hostlab4", "hostlab5", "hostlab6"]
+    assert planned["hostlab7"] == ("producer",)
     # With one host past the brokers, it is the workers' and the first broker host also produces.
-    tight = {h.name: h.groups for h in hosts.plan(4, TEST_LAB, brokers=3)}
-    assert tight["testlab1"] == ("broker", "producer") and tight["testlab4"] == ("workers",)
+    tight = {h.name: h.groups for h in hosts.plan(4, HOST_LAB, brokers=3)}
+    assert tight["hostlab1"] == ("broker", "producer") and tight["hostlab4"] == ("workers",)

@@ -90,6 +90,13 @@ TEST_LAB = Lab(name="testlab", subnet_prefix="10.210.1")
 CLUSTER_LAB = Lab(name="clusterlab", subnet_prefix="10.210.2")
 # The tests' Debian 13 hosts (and a broker host with a firewall): a lab of its own too.
 TRIXIE_LAB = Lab(name="trixielab", subnet_prefix="10.210.3")
+# (10.210.4 is the mixed lab's, in tests/test_trixie.py.) The tests of the lab's hosts themselves: a lab of their
+# own, so that each of the tests' labs can run in a lane of its own beside the others.
+HOST_LAB = Lab(name="hostlab", subnet_prefix="10.210.5")
+# `make demo`'s steps, run by the tests on a lab of their own.
+DEMO_TEST_LAB = Lab(name="demolab", subnet_prefix="10.210.6")
+# The drills' tests: a lab of their own beside the playbooks' (tests/test_drills.py).
+DRILL_LAB = Lab(name="drilllab", subnet_prefix="10.210.7")
 
 
 # The Debian releases a lab host can run (Debian 12 and 13), and a lab of both, as labs are upgraded.
@@ -165,7 +172,8 @@ def up(
     image = {each: lab_host_image(client, each) for each in sorted({host.release for host in hosts})}
     _ensure_key(lab)
     _ensure_network(client, lab)
-    _ensure_inotify_instances(len(hosts))
+    others = [c for c in client.containers.list(filters={"label": LAB_LABEL}) if c.labels[LAB_LABEL] != lab.name]
+    _ensure_inotify_instances(len(hosts) + len(others))  # the other labs running beside it share them
     wanted = {host.name for host in hosts}
     for container in _containers(client, lab):
         if container.name not in wanted:
@@ -180,15 +188,16 @@ def up(
 
 def lab_host_image(client: docker.DockerClient, release: str = images.SUITE) -> str:
     """A freshly installed Debian machine: systemd, SSH, sudo, python3 (dockerfiles/lab-host.Dockerfile)."""
-    debian = images.debian_base(client, release)
-    name = LAB_HOST_IMAGE if release == images.SUITE else f"{LAB_HOST_IMAGE}-{release}"
-    dockerfile = DOCKERFILES / "lab-host.Dockerfile"
-    inputs = [DOCKERFILES / "ssh-host-keys.service"]
-    return images.build(client, name, dockerfile, DOCKERFILES, {"DEBIAN_IMAGE": debian}, inputs)
+    with images.one_builder():
+        debian = images.debian_base(client, release)
+        name = LAB_HOST_IMAGE if release == images.SUITE else f"{LAB_HOST_IMAGE}-{release}"
+        dockerfile = DOCKERFILES / "lab-host.Dockerfile"
+        inputs = [DOCKERFILES / "ssh-host-keys.service"]
+        return images.build(client, name, dockerfile, DOCKERFILES, {"DEBIAN_IMAGE": debian}, inputs)
 
 
 def _ensure_inotify_instances(count: int) -> None:
-    """Enough inotify instances for ``count`` hosts' systemd and Docker (they share this machine's root's).
+    """Enough inotify instances for ``count`` hosts' systemd and Docker (every lab's hosts share this machine's root's).
 
     Debian's default, 128, ran out at the 22nd host: its systemd could not watch its units and
     never started SSH. Raised for this boot only, and only when a lab of this size needs it.

@@ -1,0 +1,297 @@
+"""The drills (playbooks/drill.yml) end to end, on a lab of their own, through ansible-playbook only.
+
+drilllab1 the broker, drilllab2 and drilllab3 workers, drilllab4 the producer (tests/playbook_lab.py).
+The tests run in an order that spares site.yml runs: ack mode first, then noack; within a mode the
+faults that heal by themselves first, then those that leave a worker stopped. A worker's fault strikes
+when the worker holds a task (the drill waits for one) and the tests read the task it caught from the
+drill's record; each checks the fault came mid-run.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import docker
+import pytest
+
+from machine import engine, images
+from tests.playbook_lab import FAST, HEARTBEAT, LONG, LONGER, NOACK, ROOT, PlaybookLab, changed, worker_events
+from virtual_lab import lab_runs
+from virtual_lab.hosts import DRILL_LAB
+from virtual_lab.lab_runs import on, on_result, run_id_of, unfinished, wait_until
+from workqueue.tasks import seq_list
+
+pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(DRILL_LAB.name)]
+
+LAB = PlaybookLab(DRILL_LAB)
+BROKER, WORKER_A, WORKER_B, PRODUCER = LAB.all_hosts
+WORKERS = LAB.workers
+playbook, deploy, produce, report, drill = LAB.playbook, LAB.deploy, LAB.produce, LAB.report, LAB.drill
+consumers, settled_counts, done_seqs, lab_state = LAB.consumers, LAB.settled_counts, LAB.done_seqs, LAB.lab_state
+drill_mid_run, connection_lost_since = LAB.drill_mid_run, LAB.connection_lost_since
+
+
+@pytest.fixture(scope="module")
+def client() -> docker.DockerClient:
+    client = engine.ensure_engine()
+    images.program_images(client)
+    return client
+
+
+@pytest.fixture(scope="module")
+def lab(client: docker.DockerClient) -> Iterator[docker.DockerClient]:
+    yield from LAB.hosts_up(client)
+
+
+# --- ack mode: a fault that heals by itself, then those that leave a worker stopped
+
+
+DRILL_BAD_INPUTS = {
+    "unknown fault": (["-e", "fault=flood"], "say which fault: -e fault=KIND with KIND one of stop, kill, freeze"),
+    "unknown target": (["-e", "fault=stop", "-e", "target=nowhere"], "(got nowhere)"),
+    "duration out of bounds": (["-e", "fault=freeze", "-e", "duration=3"], "from 5 to 600 (got 3)"),
+    "no such worker": (["-e", "fault=freeze", "-e", "worker=7"], f"{WORKER_A} runs no workqueue-worker-7"),
+    "wait out of bounds": (["-e", "fault=kill", "-e", "wait=601"], "-e wait=SECONDS from 0 to 600 (got 601)"),
+    "nothing in hand": (
+        ["-e", "fault=kill", "-e", f"target={WORKER_B}", "-e", "wait=5"],
+        f"workqueue-worker-1 took no task within 5 s on {WORKER_B}: produce a run first",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", DRILL_BAD_INPUTS)
+def test_drill_bad_input_changes_nothing(lab: docker.DockerClient, case: str) -> None:
+    args, message = DRILL_BAD_INPUTS[case]
+    deploy(lab)
+    before = lab_state(lab)
+    done = playbook("drill.yml", *FAST, *args)
+    assert done.returncode != 0 and message in " ".join(done.stdout.split())
+    assert all(count == 0 for count in changed(done).values())
+    assert lab_state(lab) == before
+
+
+def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    # Six tasks: the worker holds one for about 36 s, whenever the drill's pause lands (it took
+    # more than 12 s under load: the task in hand when the drill began was done by then).
+    run_id, _ = drill_mid_run(lab, "freeze", tasks=6, duration=20, message=LONGER)
+    # The broker took the frozen worker's task back and gave it to the first worker free: the other one, or the
+    # frozen one itself when it thawed and came back while the other was busy (CI saw both). Thawed, the frozen
+    # worker finished its first attempt too, and the broker refused that ack: the task's work was done twice.
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 120, "every task done")
+
+    def events(kind: str) -> list[dict]:
+        return [e for host in WORKERS for e in worker_events(lab, host, run_id) if e["event"] == kind]
+
+    redelivered = [e["seq"] for e in events("received") if e["redelivered"]]
+    assert len(redelivered) == 1, f"one task taken from the frozen worker: {worker_events(lab, WORKER_B, run_id)}"
+    (frozen,) = redelivered
+    wait_until(lambda: [e["seq"] for e in events("done")].count(frozen) == 2, 30, f"#{frozen} done twice")
+    late = [e for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "done" and e.get("refused")]
+    assert [e["seq"] for e in late] == [frozen] and late[0]["late"] > 2 * HEARTBEAT
+    settled_counts(lab, "task_queue", (0, 0))
+    done, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 6}
+    assert data["verdict"].endswith(f"1 done twice (#{frozen})") and ", 0 lost; " in data["verdict"]
+    # The drill left its record: the report names the fault, and the timeline draws it on the frozen lane.
+    (fault,) = data["faults"]
+    assert (fault["fault"], fault["host"], fault["worker"]) == ("freeze", WORKER_B, "worker-1")
+    assert 20 <= fault["end"] - fault["start"] <= 35
+    assert "fault: freeze on " in done.stdout
+    wait_until(lambda: consumers(lab, "task_queue") == 2, 60, "the thawed worker consuming again")
+
+
+def test_drill_cut_in_ack_mode_loses_nothing_and_the_worker_comes_back(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    run_id, held = drill_mid_run(lab, "cut", tasks=4, duration=15)
+    assert on_result(lab, WORKER_B, "nft", "list", "table", "inet", "workqueue_drill")[0] != 0, "the cut is healed"
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 5)), 90, "every task done")
+    assert connection_lost_since(lab, WORKER_B), "the cut dropped the worker's connection"
+    # The broker gave the task the cut caught to the first worker free: the other, or the same one come back.
+    redelivered = [
+        e["seq"]
+        for host in WORKERS
+        for e in worker_events(lab, host, run_id)
+        if e["event"] == "received" and e["redelivered"]
+    ]
+    assert held in redelivered, f"#{held}, caught by the cut, redelivered: {redelivered}"
+    settled_counts(lab, "task_queue", (0, 0))
+    wait_until(lambda: consumers(lab, "task_queue") == 2, 90, "the cut-off worker consuming again")
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 4} and ", 0 lost" in data["verdict"]
+
+
+def test_drill_broker_restart_in_ack_mode_keeps_every_task(lab: docker.DockerClient, tmp_path: Path) -> None:
+    run_id, _ = drill_mid_run(lab, "broker-restart", tasks=6)
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 120, "every task done after the restart")
+    assert all(connection_lost_since(lab, h) for h in WORKERS), "the restart dropped every worker's connection"
+    settled_counts(lab, "task_queue", (0, 0))
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 6} and ", 0 lost" in data["verdict"]
+
+
+def produce_during_broker_down(client: docker.DockerClient, *settings: str) -> subprocess.CompletedProcess[str]:
+    """produce.yml spread over about 10 s, and the broker down for 8 s while it publishes; its result."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        spread = ("-e", "task_count=20", "-e", "publish_rate=2", "-e", "task_message=t")
+        producing = pool.submit(playbook, "produce.yml", *FAST, *settings, *spread)
+
+        def publishing() -> bool:
+            return "workqueue-producer" in on(client, PRODUCER, "docker", "ps", "--format", "{{.Names}}")
+
+        wait_until(publishing, 60, "the producer publishing")
+        drill(*settings, "-e", "fault=broker-down", "-e", "duration=8")
+        return producing.result(timeout=300)
+
+
+def test_drill_broker_down_in_ack_mode_the_producer_resends_and_nothing_is_lost(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    deploy(lab)
+    produced = produce_during_broker_down(lab)
+    assert produced.returncode == 0, produced.stdout[-3000:]
+    said = " ".join(produced.stdout.split())
+    # It lost the broker, came back, and sent again what was unconfirmed then (often nothing, at 2 tasks/s).
+    assert "connection lost while sending #" in said and " [*] Reconnected: " in said, said[-3000:]
+    run_id = run_id_of(produced.stdout)
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 21)), 120, "every task done")
+    settled_counts(lab, "task_queue", (0, 0))
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 20} and data["verdict"].startswith("20 sent, 20 done, 0 lost")
+
+
+def test_a_freeze_interrupted_with_ctrl_c_heals_anyway(lab: docker.DockerClient) -> None:
+    deploy(lab)
+    command = [
+        str(lab_runs.PLAYBOOK),
+        "-i",
+        str(DRILL_LAB.inventory),
+        str(ROOT / "playbooks" / "drill.yml"),
+        *FAST,
+        "-e",
+        "fault=freeze",
+        "-e",
+        f"target={WORKER_B}",
+        "-e",
+        "duration=12",
+        "-e",
+        "wait=0",  # at once, a task in hand or not
+    ]
+    paused = ["docker", "inspect", "-f", "{{.State.Paused}}", "workqueue-worker-1"]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT) as drilling:
+        try:
+            wait_until(lambda: on(lab, WORKER_B, *paused).strip() == "true", 60, "the worker frozen")
+            drilling.send_signal(signal.SIGINT)  # Ctrl+C, while the freeze lasts
+            assert drilling.wait(timeout=30) != 0
+        finally:
+            if drilling.poll() is None:
+                drilling.kill()
+    assert on(lab, WORKER_B, *paused).strip() == "true", "interrupted mid-freeze"
+    wait_until(lambda: on(lab, WORKER_B, *paused).strip() == "false", 30, "the timer on the host resuming the worker")
+
+
+def test_a_drill_on_idle_workers_waits_for_a_task_in_hand_and_strikes_within_a_second(lab: docker.DockerClient) -> None:
+    deploy(lab)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        drilling = pool.submit(drill, "-e", "fault=kill", "-e", f"target={WORKER_B}", "-e", "wait=120")
+        time.sleep(10)
+        assert (
+            not drilling.done()
+            and on(lab, WORKER_B, "docker", "inspect", "-f", "{{.State.Running}}", "workqueue-worker-1").strip()
+            == "true"
+        ), "no task in hand: the drill waits"
+        run_id = produce("-e", "task_count=4", *LONG)
+        done = drilling.result(timeout=180)
+    assert (
+        "TASK [Wait until the worker holds a task, to strike then (-e wait=SECONDS, default 60; 0 strikes at once)]"
+        in (done.stdout)
+    )
+    caught = lab_runs.last_fault(lab, PRODUCER)["caught"]
+    assert caught["run_id"] == run_id and caught["waited"] >= 10, caught
+    received = next(e for e in worker_events(lab, WORKER_B, run_id) if e["seq"] == caught["seq"])
+    finished = on(lab, WORKER_B, "docker", "inspect", "-f", "{{.State.FinishedAt}}", "workqueue-worker-1").strip()
+    killed = datetime.fromisoformat(finished[:26] + "+00:00").timestamp()  # to the microsecond
+    assert 0 < killed - received["ts"] < 1.0, f"struck {killed - received['ts']:.2f} s after #{caught['seq']} came"
+
+
+def test_drill_kill_in_ack_mode_redelivers_the_task_in_hand(lab: docker.DockerClient, tmp_path: Path) -> None:
+    run_id, held = drill_mid_run(lab, "kill", tasks=6)
+    assert lab_runs.container_events(lab, WORKER_B)[-1]["event"] != "worker_stopped", "SIGKILL: not a word"
+    assert unfinished(lab, WORKER_B, run_id) == {held}, "the task the drill caught, in hand when the kill came"
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 90, "every task done")
+    redelivered = [
+        e["seq"] for e in worker_events(lab, WORKER_A, run_id) if e["event"] == "received" and e["redelivered"]
+    ]
+    assert redelivered == [held]
+    settled_counts(lab, "task_queue", (0, 0))
+    done, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 6} and f"6 sent, 6 done, 0 lost; 1 redelivered (#{held} " in done.stdout
+
+
+# --- noack mode
+
+
+def test_drill_freeze_in_noack_mode_makes_its_tasks_late_not_lost(lab: docker.DockerClient, tmp_path: Path) -> None:
+    run_id, _ = drill_mid_run(lab, "freeze", *NOACK, tasks=4, duration=15)
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 5)), 90, "every task done, late or not")
+    assert any(e.get("late") for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "done")
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 4} and data["verdict"].startswith("4 sent, 4 done, 0 lost")
+
+
+def test_drill_cut_in_noack_mode_loses_only_what_no_worker_finished(lab: docker.DockerClient, tmp_path: Path) -> None:
+    run_id, held = drill_mid_run(lab, "cut", *NOACK, tasks=4, duration=15)
+    assert connection_lost_since(lab, WORKER_B), "the cut dropped the worker's connection"
+    for host in WORKERS:
+        received = {e["seq"] for e in worker_events(lab, host, run_id) if e["event"] == "received"}
+        wait_until(lambda r=received: r <= set(done_seqs(lab, run_id)), 90, f"{host} done with what it received")
+    # Cut off, the worker kept what it had been pushed and finished it: the task caught too.
+    assert WORKER_B in done_seqs(lab, run_id)[held]
+    never_finished = set(range(1, 5)) - set(done_seqs(lab, run_id))
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert {t["seq"] for t in data["tasks"] if t["fate"] == "lost"} == never_finished
+    assert [(f["fault"], f["caught_seq"]) for f in data["faults"]] == [("cut", held)]
+
+
+def test_drill_broker_restart_in_noack_mode_loses_what_no_worker_finished(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    run_id, _ = drill_mid_run(lab, "broker-restart", *NOACK, tasks=6)
+    for host in WORKERS:  # a noack worker keeps what it was pushed and finishes it, connection or not
+        received = {e["seq"] for e in worker_events(lab, host, run_id) if e["event"] == "received"}
+        wait_until(lambda r=received: r <= set(done_seqs(lab, run_id)), 90, f"{host} done with what it received")
+    assert all(connection_lost_since(lab, h) for h in WORKERS), "the restart dropped every worker's connection"
+    never_finished = set(range(1, 7)) - set(done_seqs(lab, run_id))
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert {t["seq"] for t in data["tasks"] if t["fate"] == "lost"} == never_finished
+    wait_until(lambda: consumers(lab, "hello") == 2, 60, "the workers consuming again from a new 'hello'")
+
+
+def test_drill_broker_down_in_noack_mode_names_what_was_not_sent(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab, *NOACK)
+    produced = produce_during_broker_down(lab, *NOACK)
+    assert produced.returncode != 0
+    line = next(line for line in produced.stdout.splitlines() if "tasks not sent: #" in line)
+    run_id = run_id_of(produced.stdout)
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    not_sent = {t["seq"] for t in data["tasks"] if t["fate"] == "not sent"}
+    assert not_sent and f"{len(not_sent)} of 20 tasks not sent: {seq_list(sorted(not_sent))}" in line
+    assert not (not_sent & set(done_seqs(lab, run_id))), "a task named as not sent was never worked"
+
+
+def test_drill_kill_in_noack_mode_loses_what_the_worker_held(lab: docker.DockerClient, tmp_path: Path) -> None:
+    run_id, _ = drill_mid_run(lab, "kill", *NOACK, tasks=6)
+    received_a = {e["seq"] for e in worker_events(lab, WORKER_A, run_id) if e["event"] == "received"}
+    wait_until(lambda: received_a <= set(done_seqs(lab, run_id)), 90, f"{WORKER_A} done with its own tasks")
+    held_b = unfinished(lab, WORKER_B, run_id)  # received and never done: SIGKILL leaves no word
+    assert held_b and set(range(1, 7)) - set(done_seqs(lab, run_id)) == held_b
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert {t["seq"] for t in data["tasks"] if t["fate"] == "lost"} == held_b

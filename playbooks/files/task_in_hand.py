@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Wait until a worker container holds a task in hand; print that task (one JSON line) and exit 0.
+"""Wait until a worker container holds a task in hand, strike at once; print that task (one JSON line).
 
-playbooks/drill.yml runs it on the worker's host just before it strikes, so that a fault always
-catches a task:  task_in_hand.py CONTAINER SECONDS
+playbooks/drill.yml runs it on the worker's host, so that a fault always catches a task:
+    task_in_hand.py CONTAINER SECONDS [COMMANDS]
+COMMANDS, a JSON list of commands (each a list of arguments), run one after the other as soon as the
+task is seen (the fault's heal timer, then the fault: docker pause, say), within milliseconds: Ansible's
+next task would come seconds later, and the task could be over by then.
 A task is in hand from the worker's ``received`` event until its ``done`` or ``abandoned``; the
 worker's events are on its standard error, read through ``docker logs`` (what is there already,
 then what comes). Any line that is not such an event is passed over: whatever the worker printed,
@@ -107,16 +110,31 @@ def wait(container: str, seconds: float) -> dict[str, object] | str:
         follow.wait()
 
 
+def strike(commands: list[list[str]]) -> str | None:
+    """Run the commands in turn; why one failed, or None."""
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            return f"{' '.join(command)} failed: {(done.stderr or done.stdout).strip()[:200]}"
+    return None
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print("usage: task_in_hand.py CONTAINER SECONDS", file=sys.stderr)
+    if len(argv) not in (3, 4):
+        print("usage: task_in_hand.py CONTAINER SECONDS [COMMANDS]", file=sys.stderr)
         return 2
+    commands = json.loads(argv[3]) if len(argv) == 4 else []
     started = time.monotonic()
     found = wait(argv[1], float(argv[2]))
     if isinstance(found, str):
         print(found)
         return 1
     found["waited"] = round(time.monotonic() - started, 2)
+    found["struck"] = time.time()
+    failed = strike(commands)
+    if failed:
+        print(failed)
+        return 1
     print(json.dumps(found))
     return 0
 

@@ -1,6 +1,6 @@
 """The tutorial on this machine, as processes: a broker, three workers, a producer, one worker stopped.
 
-    python -m demo.local [--seconds-per-dot S]
+    python -m demo.local [--seconds-per-dot S]   (the tests add --node tests: their own RabbitMQ node)
 
 Two rounds, the same ten tasks each: first in noack mode, where the stopped
 worker's tasks are lost; then in ack mode, where they are redelivered to the
@@ -41,7 +41,7 @@ def follow(programs: list[Program], stop: threading.Event) -> None:
         time.sleep(0.1)
 
 
-NODE = local_broker.MACHINE
+NODES = {"machine": local_broker.MACHINE, "tests": local_broker.TESTS}
 VHOST = "workqueue-demo"
 
 
@@ -53,8 +53,8 @@ def fresh_queues(url: str) -> None:
     connection.close()
 
 
-def round_of(mode: str, seconds_per_dot: float, workdir: Path) -> None:
-    url = NODE.url(VHOST)
+def round_of(node: local_broker.Node, mode: str, seconds_per_dot: float, workdir: Path) -> None:
+    url = node.url(VHOST)
     fresh_queues(url)
     (workdir / mode).mkdir()
     lab = LocalLab(workdir / mode, url)
@@ -81,17 +81,17 @@ def round_of(mode: str, seconds_per_dot: float, workdir: Path) -> None:
         time.sleep(0.3)
         stop.set()
         viewer.join()
-        summarize(mode, workers, victim, producer)  # while the others still run
+        summarize(node, mode, workers, victim, producer)  # while the others still run
     finally:
         stop.set()
         viewer.join()
         lab.stop_all()
 
 
-def summarize(mode: str, workers: list[Program], victim: Program, producer: Program) -> None:
+def summarize(node: local_broker.Node, mode: str, workers: list[Program], victim: Program, producer: Program) -> None:
     """The report of the round, as playbooks/report.yml gives it for a lab (the workers are processes here)."""
     queues = [
-        QueueState(name, ready, unacked, 0) for name, (ready, unacked) in local_broker.queue_counts(NODE, VHOST).items()
+        QueueState(name, ready, unacked, 0) for name, (ready, unacked) in local_broker.queue_counts(node, VHOST).items()
     ]
     gathered = Gathered(
         containers=[Container("local", w.name, w is not victim, "", w.events()) for w in workers],
@@ -109,10 +109,12 @@ def summarize(mode: str, workers: list[Program], victim: Program, producer: Prog
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.local", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds-per-dot", type=float, default=0.3, help="work per dot (default 0.3 s)")
+    parser.add_argument("--node", choices=sorted(NODES), default="machine", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    node = NODES[args.node]
     try:
-        local_broker.ensure_broker(NODE)
-        local_broker.prepare_vhost(NODE, VHOST)
+        local_broker.ensure_broker(node)
+        local_broker.prepare_vhost(node, VHOST)
     except SetupError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
@@ -122,7 +124,7 @@ def main() -> int:
             ("ack", "ack: durable queue, persistent tasks, acknowledged after the work"),
         ]:
             print(f"=== {lesson}\n", flush=True)
-            round_of(mode, args.seconds_per_dot, Path(tmp))
+            round_of(node, mode, args.seconds_per_dot, Path(tmp))
     return 0
 
 

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,7 +28,8 @@ QUEUES = ("hello", "task_queue", "task_queue.rejected")
 # A dedicated user of the tests' node, with a password that is nothing else (see broker_user).
 USER = "wq-test-user"
 PASSWORD = "test-user-Secret-9f2"
-LOCKS = Path(__file__).resolve().parents[1] / "build" / "tests"
+# The node is the machine's, whichever checkout the tests run from: so is its lock.
+BROKER_LOCK = Path(tempfile.gettempdir()) / f"{NODE.name}.lock"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -70,8 +72,7 @@ def changed_nothing(done: subprocess.CompletedProcess[str], hosts: Iterable[str]
 def broker() -> Iterator[str]:
     """The tests' node, to this test process alone: a second process (a lane given broker tests by
     mistake, a developer's second run) waits for the first one's end instead of emptying its queues."""
-    LOCKS.mkdir(parents=True, exist_ok=True)
-    with (LOCKS / "broker.lock").open("w") as lock:
+    with BROKER_LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         local_broker.ensure_broker(NODE)
         yield local_broker.prepare_vhost(NODE, VHOST)

@@ -79,8 +79,7 @@ def test_drill_bad_input_changes_nothing(lab: docker.DockerClient, case: str) ->
 def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
     lab: docker.DockerClient, tmp_path: Path
 ) -> None:
-    # Six tasks: the worker holds one for about 36 s, whenever the drill's pause lands (it took
-    # more than 12 s under load: the task in hand when the drill began was done by then).
+    # Six tasks of 12 s: the drill pauses the worker the moment it holds one, for 20 s.
     run_id, _ = drill_mid_run(lab, "freeze", tasks=6, duration=20, message=LONGER)
     # The broker took the frozen worker's task back and gave it to the first worker free: the other one, or the
     # frozen one itself when it thawed and came back while the other was busy (CI saw both). Thawed, the frozen
@@ -211,7 +210,7 @@ def test_a_drill_on_idle_workers_waits_for_a_task_in_hand_and_strikes_within_a_s
         run_id = produce("-e", "task_count=4", *LONG)
         done = drilling.result(timeout=180)
     assert (
-        "TASK [Wait until the worker holds a task, to strike then (-e wait=SECONDS, default 60; 0 strikes at once)]"
+        "TASK [Wait until the worker holds a task, and strike then (-e wait=SECONDS, default 60; 0 strikes at once)]"
         in (done.stdout)
     )
     caught = lab_runs.last_fault(lab, PRODUCER)["caught"]

@@ -237,7 +237,8 @@ def test_the_tutorials_own_programs_work_beside_the_lab(lab: docker.DockerClient
     finally:
         student.stop()
     by_student = sorted(int(body.split("#")[1]) for body in student.received)
-    assert 2 <= len(by_student) <= 4, by_student  # its share of three consumers, not all and not none
+    # Its share of three consumers: not all, not none (how many depends on who is quicker: prefetch 1 is fair).
+    assert 1 <= len(by_student) <= 8, by_student
     assert set(by_student).isdisjoint(done_seqs(lab, run_id)) and len(done_seqs(lab, run_id)) == 9 - len(by_student)
 
     # A poison task from a student's program is dead-lettered by the broker's policy, not dropped.
@@ -250,9 +251,12 @@ def test_the_tutorials_own_programs_work_beside_the_lab(lab: docker.DockerClient
     assert data["counts"] == {"done": 9 - len(by_student), "unaccounted": len(by_student)}
     assert sorted(f["outcome"] for f in data["foreign"]) == ["done", "rejected"]
     assert "; 2 tasks from other producers, done by " in data["verdict"] and data["verdict"].endswith("1 rejected")
+    # Left as site.yml leaves it: the next test sees no task of this one's.
+    on(lab, BROKER, "rabbitmqctl", "purge_queue", "-p", "workqueue", "task_queue.rejected")
+    settled_counts(lab, "task_queue.rejected", (0, 0))
 
 
-# --- the drills
+# --- docker stop, the lesson's own fault (the rougher ones: tests/test_drills.py)
 
 
 def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient, tmp_path: Path) -> None:
@@ -515,14 +519,20 @@ def test_tls_workers_verify_the_broker_and_plain_amqp_is_closed_to_the_network(
     key_lines = [key.read_text().splitlines()[1] for key in keys]
     assert where_secrets_show(lab, ALL_HOSTS, key_lines, again.stdout, done.stdout) == []
 
-    # Teardown leaves no key behind, on the hosts or here; and with TLS off the lab is as before.
+    # TLS turned off on the deployed lab (site.yml with rabbitmq_tls false): plain AMQP open to the lab again,
+    # 5671 closed, the workers back on amqp:// with no CA; then teardown leaves no key, on the hosts or here.
+    deploy(lab)
+    assert reaches(lab, WORKER_A, 5672) and not reaches(lab, WORKER_A, 5671)
+    plain = f"AMQP_URL=amqp://workqueue@{BROKER_ADDRESS}:5672/workqueue?heartbeat={HEARTBEAT}"
+    for host in WORKERS:
+        worker = json.loads(on(lab, host, "docker", "inspect", "workqueue-worker-1"))[0]
+        assert plain in worker["Config"]["Env"], worker["Config"]["Env"]
+        assert [m["Destination"] for m in worker["Mounts"]] == ["/run/secrets/amqp_password"]
+    assert on_result(lab, WORKER_A, "test", "-e", "/etc/workqueue-lab/ca.crt")[0] == 1
     disturbed()
     succeeded(playbook("teardown.yml"))
     assert on_result(lab, BROKER, "test", "-e", "/etc/rabbitmq/tls")[0] == 1
     assert not TLS_DIR.exists()
-    deploy(lab)
-    assert reaches(lab, WORKER_A, 5672) and not reaches(lab, WORKER_A, 5671)
-    assert on_result(lab, WORKER_A, "test", "-e", "/etc/workqueue-lab/ca.crt")[0] == 1
 
 
 # --- bad input and unreachable hosts: nothing changes

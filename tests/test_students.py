@@ -10,8 +10,11 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -19,7 +22,7 @@ import pika.exceptions
 import pytest
 import yaml
 
-from tests.conftest import NODE, URL, VHOST, account, consumer_count, declared
+from tests.conftest import NODE, URL, VHOST, account, assert_counts, consumer_count, ctrl_c, declared
 from tests.test_watch import Watch
 from virtual_lab.processes import ROOT, Program, done_seqs
 from virtual_lab.processes import LocalLab as Lab
@@ -113,6 +116,90 @@ def test_a_deleted_task_queue_is_declared_again_and_consumed_within_30_s(lab: La
     assert producer.process.returncode == 0, producer.errors()
     workers[0].wait_for(lambda: len(done_seqs(workers)) == 4, 30, "the next run's tasks done")
     assert_running(workers)
+
+
+# The tutorial's worker.py as a student types it (step 3 of the README's exercise), on the lab's queue:
+# durable, prefetch 1, the acknowledgement after the work, a second of work per dot.
+TUTORIAL_WORKER = """
+import sys, time
+import pika
+
+connection = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+channel = connection.channel()
+channel.queue_declare(queue="task_queue", durable=True)
+print(" [*] Waiting for messages. To exit press CTRL+C", flush=True)
+
+
+def callback(ch, method, properties, body):
+    print(f" [x] Received {body.decode()}", flush=True)
+    time.sleep(body.count(b"."))
+    print(" [x] Done", flush=True)
+    ch.basic_ack(delivery_tag=method.delivery_tag)
+
+
+channel.basic_qos(prefetch_count=1)
+channel.basic_consume(queue="task_queue", on_message_callback=callback)
+channel.start_consuming()
+"""
+
+
+def test_a_students_worker_stopped_with_ctrl_c_mid_task_gives_it_back_to_the_lab(lab: Lab, tmp_path: Path) -> None:
+    publish([])  # the lab's task_queue, as site.yml declares it
+    script = tmp_path / "worker.py"
+    script.write_text(TUTORIAL_WORKER)
+    student = subprocess.Popen(
+        [sys.executable, str(script), URL], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        assert student.stdout is not None
+        assert "Waiting for messages" in student.stdout.readline()
+        # Eleven dots: eleven seconds of the student's work, time enough to stop it mid-task.
+        producer = lab.produce("1", "Hello..........", "--mode", "ack", "--url", URL)
+        assert producer.process.returncode == 0, producer.errors()
+        assert " [x] Received Hello" in student.stdout.readline(), "the student's worker took the task"
+        worker = lab.worker("--mode", "ack", "--seconds-per-dot", "0.1")
+        worker.wait_for_event("consuming")
+        code, said = ctrl_c(student)  # mid-task: its sleep has not ended, nothing acknowledged
+    finally:
+        if student.poll() is None:
+            student.kill()
+    assert code != 0 and "KeyboardInterrupt" in said  # the tutorial's program ends as Python does on Ctrl+C
+    worker.wait_for_event("received", 30)
+    (received,) = worker.events("received")
+    assert received["redelivered"] is True and received["seq"] == 1
+    worker.wait_for_event("done", 30, seq=1)
+    assert_running([worker])
+
+
+def test_a_task_a_students_worker_sends_back_forever_goes_to_the_rejected_queue_at_the_delivery_limit(
+    clean_broker: str,
+) -> None:
+    """A student's worker that requeues every task (basic_nack, requeue): the lab's policy gives up on the task
+    after its delivery limit and dead-letters it to task_queue.rejected, where the teacher finds it."""
+    defaults = yaml.safe_load((ROOT / "roles" / "rabbitmq" / "defaults" / "main.yml").read_text())
+    (policy,) = [p for p in defaults["rabbitmq_policies"] if p["pattern"] == "^task_queue$"]
+    limit = int(policy["tags"]["delivery-limit"])
+    publish([(pika.BasicProperties(), b"Hello World! #1.")])
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    try:
+        channel = connection.channel()
+        deliveries, deadline = 0, time.monotonic() + 60
+        while deliveries <= limit + 5 and time.monotonic() < deadline:
+            method, _, _ = channel.basic_get("task_queue")
+            if method is None:
+                if channel.queue_declare("task_queue.rejected", passive=True).method.message_count:
+                    break
+                time.sleep(0.05)
+                continue
+            deliveries += 1
+            channel.basic_nack(method.delivery_tag, requeue=True)
+        method, properties, body = channel.basic_get("task_queue.rejected", auto_ack=True)
+    finally:
+        connection.close()
+    assert deliveries == limit + 1, f"delivered {deliveries} times: the first, and {limit} more"
+    assert body == b"Hello World! #1." and properties.headers["x-death"][0]["reason"] == "delivery_limit"
+    assert_counts("task_queue", (0, 0))  # the broker's figures for a quorum queue lag by seconds
+    assert_counts("task_queue.rejected", (0, 0))
 
 
 def test_forged_feed_events_are_counted_by_the_view_and_a_deleted_feed_is_declared_again(lab: Lab) -> None:

@@ -140,6 +140,9 @@ def test_a_worker_host_that_resolves_the_broker_elsewhere_stops_site_before_any_
     )
     assert expected in said, done.stdout[-4000:]
     assert worker_containers(lab) == before, "no worker was started (or restarted) anywhere"
+    # First in the module, on fresh hosts: Docker was not even installed (the preflight comes before it).
+    for host in (*WORKERS, PRODUCER):
+        assert on_result(lab, host, "sh", "-c", "command -v docker")[0] != 0, f"Docker installed on {host}"
 
 
 def test_a_cluster_of_brokers_on_two_releases_fails_before_any_change(lab: docker.DockerClient, tmp_path: Path) -> None:

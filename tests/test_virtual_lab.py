@@ -140,7 +140,7 @@ def test_bad_host_counts_fail_before_anything_is_made(
 ) -> None:
     before = len(client.containers.list(all=True))
     done = subprocess.run(
-        [sys.executable, "-m", "virtual_lab", "up", "--hosts", count, "--brokers", brokers],
+        [sys.executable, "-m", "virtual_lab", "--lab", HOST_LAB.name, "up", "--hosts", count, "--brokers", brokers],
         capture_output=True,
         text=True,
         check=False,

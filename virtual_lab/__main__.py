@@ -27,6 +27,7 @@ def print_status(found: list[hosts.HostStatus]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m virtual_lab", description=__doc__)
+    parser.add_argument("--lab", choices=sorted(hosts.LABS), default=hosts.DEFAULT_LAB.name, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
     lab_up = commands.add_parser("up", help="make the virtual lab (or repair it): Debian hosts reached over SSH")
     lab_up.add_argument("--hosts", default=str(hosts.DEFAULT_HOSTS), help="how many hosts (default 5)")
@@ -40,21 +41,22 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("down", help="remove every container, network, volume and key of the virtual lab")
     commands.add_parser("status", help="each host: address, SSH, project containers, memory")
     args = parser.parse_args(argv)
+    lab = hosts.LABS[args.lab]  # the tests' labs have names of their own: they never touch yours
     try:
         if args.command == "up":
             count, brokers = hosts.parse_count(args.hosts), hosts.parse_count(args.brokers, "BROKERS")
-            hosts.plan(count, brokers=brokers, release=args.release)  # bad input fails before anything is made
+            hosts.plan(count, lab, brokers=brokers, release=args.release)  # bad input fails before anything is made
             started = time.monotonic()
-            made = hosts.up(engine.ensure_engine(), count, brokers=brokers, release=args.release)
+            made = hosts.up(engine.ensure_engine(), count, lab, brokers=brokers, release=args.release)
             for host in made:
                 print(f"{host.name:6} {host.address:12} {host.release:9} {', '.join(host.groups)}")
-            inventory = hosts.DEFAULT_LAB.inventory.relative_to(hosts.ROOT)
+            inventory = lab.inventory.relative_to(hosts.ROOT)
             print(f"lab up in {time.monotonic() - started:.0f} s; inventory: {inventory}")
         elif args.command == "down":
-            removed = hosts.down(engine.ensure_engine())
+            removed = hosts.down(engine.ensure_engine(), lab)
             print("removed: " + (", ".join(removed) if removed else "nothing (no lab)"))
         elif args.command == "status":
-            print_status(hosts.status(engine.ensure_engine()))
+            print_status(hosts.status(engine.ensure_engine(), lab))
     except (SetupError, hosts.LabError) as exc:
         print(f"virtual_lab: error: {exc}", file=sys.stderr)
         return 1

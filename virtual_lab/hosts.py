@@ -97,6 +97,7 @@ HOST_LAB = Lab(name="hostlab", subnet_prefix="10.210.5")
 DEMO_TEST_LAB = Lab(name="demolab", subnet_prefix="10.210.6")
 # The drills' tests: a lab of their own beside the playbooks' (tests/test_drills.py).
 DRILL_LAB = Lab(name="drilllab", subnet_prefix="10.210.7")
+LABS = {lab.name: lab for lab in (DEFAULT_LAB, TEST_LAB, CLUSTER_LAB, TRIXIE_LAB, HOST_LAB, DEMO_TEST_LAB, DRILL_LAB)}
 
 
 # The Debian releases a lab host can run (Debian 12 and 13), and a lab of both, as labs are upgraded.

@@ -69,7 +69,7 @@ def main() -> None:
     where = f"{host} cannot reach the broker at {address}:{port}"
     try:
         found = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
+    except (socket.gaierror, UnicodeError):  # UnicodeError: no name at all (an empty label, a label too long)
         module.fail_json(
             msg=f"{where}: the name {address} does not resolve on {host}; "
             f"add it to DNS or to /etc/hosts there, or give the broker's address in the inventory"

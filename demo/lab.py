@@ -66,9 +66,10 @@ def drill(demo: Demo, client: docker.DockerClient, workers: list[str], mode: str
     produced = run_playbook(demo, "produce.yml", *settings, "-e", f"task_count={TASKS}")
     run_id = lab_runs.run_id_of(produced.stdout)
     print(f"    produced run {run_id}", flush=True)
-    wait_until(lambda: bool(unfinished(client, stopped, run_id)), 60, f"a task in hand on {stopped}")
-    print(f"    stopping workqueue-worker-1 on {stopped} (docker stop):", flush=True)
-    run_playbook(demo, "stop_worker.yml", "-e", f"target={stopped}")
+    # drill.yml's stop is docker stop, struck the moment the worker holds a task: by hand (stop_worker.yml,
+    # seconds of Ansible after a look at the logs), the task in hand was at times over, nothing redelivered.
+    print(f"    stopping workqueue-worker-1 on {stopped} (docker stop) the moment it holds a task:", flush=True)
+    run_playbook(demo, "drill.yml", "-e", "fault=stop", "-e", f"target={stopped}")
     others = [h for h in workers if h != stopped]
 
     def settled() -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import docker
 
+from machine import engine, images
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import Lab
 from virtual_lab.lab_runs import done_by, on, on_result, queue_row, recap, run_id_of, unfinished, wait_until
@@ -69,8 +70,10 @@ class PlaybookLab:
 
     # --- the lab and its deployment
 
-    def hosts_up(self, client: docker.DockerClient) -> Iterator[docker.DockerClient]:
-        """For a module's fixture: the lab made anew, and removed after."""
+    def hosts_up(self) -> Iterator[docker.DockerClient]:
+        """For a module's fixture: the images, the lab made anew, and removed after."""
+        client = engine.ensure_engine()
+        images.program_images(client)
         hosts.down(client, self.lab)
         hosts.up(client, 4, self.lab)
         self.disturbed()

@@ -20,7 +20,6 @@ from pathlib import Path
 import docker
 import pytest
 
-from machine import engine, images
 from tests.playbook_lab import FAST, HEARTBEAT, LONG, LONGER, NOACK, ROOT, PlaybookLab, changed, worker_events
 from virtual_lab import lab_runs
 from virtual_lab.hosts import DRILL_LAB
@@ -38,15 +37,8 @@ drill_mid_run, connection_lost_since = LAB.drill_mid_run, LAB.connection_lost_si
 
 
 @pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    client = engine.ensure_engine()
-    images.program_images(client)
-    return client
-
-
-@pytest.fixture(scope="module")
-def lab(client: docker.DockerClient) -> Iterator[docker.DockerClient]:
-    yield from LAB.hosts_up(client)
+def lab() -> Iterator[docker.DockerClient]:
+    yield from LAB.hosts_up()
 
 
 # --- ack mode: a fault that heals by itself, then those that leave a worker stopped

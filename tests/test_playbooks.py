@@ -25,7 +25,6 @@ import pika.exceptions
 import pytest
 import yaml
 
-from machine import engine, images
 from report import lab_settings
 from tests.conftest import changed_nothing
 from tests.playbook_lab import FAST, GUEST, HEARTBEAT, LONG, NOACK, ROOT, PlaybookLab, changed, succeeded, worker_events
@@ -48,15 +47,8 @@ workers_on, lab_state, drill_mid_run = LAB.workers_on, LAB.lab_state, LAB.drill_
 
 
 @pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    client = engine.ensure_engine()
-    images.program_images(client)
-    return client
-
-
-@pytest.fixture(scope="module")
-def lab(client: docker.DockerClient) -> Iterator[docker.DockerClient]:
-    yield from LAB.hosts_up(client)
+def lab() -> Iterator[docker.DockerClient]:
+    yield from LAB.hosts_up()
 
 
 # --- the tutorial's own programs, as a student writes them (from the tutorial's documented behaviour)

@@ -25,7 +25,7 @@ from machine import engine, images
 from machine.packages import SetupError
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import DEFAULT_LAB, ROOT
-from virtual_lab.lab_runs import done_by, on, run_id_of, unfinished, wait_until
+from virtual_lab.lab_runs import done_by, drill_on_cue, on, run_id_of, unfinished, wait_until
 
 FAULTS = ("stop", "kill", "freeze", "cut", "broker-restart", "broker-down")
 TASKS = 8
@@ -97,19 +97,25 @@ class Drills:
                     "task_message=work..",
                 )
                 wait_until(self._publishing, 60, "the producer publishing")
-                started = time.monotonic()
+                started = time.time()
                 self.playbook("drill.yml", *mode_args, "-e", "fault=broker-down")
                 run_id = run_id_of(producing.result(timeout=600).stdout)
                 settling = pool.submit(self._settled_after, run_id, mode, TASKS * 2, started)
             else:
-                produced = self.playbook(
-                    "produce.yml", *mode_args, "-e", f"task_count={TASKS}", "-e", "task_message=work.........."
-                )
-                run_id = run_id_of(produced.stdout)
-                wait_until(lambda: bool(unfinished(self.client, self.target, run_id)), 60, "a task in hand")
-                started = time.monotonic()
-                settling = pool.submit(self._settled_after, run_id, mode, TASKS, started)
-                self.playbook("drill.yml", *mode_args, "-e", f"fault={fault}", "-e", f"target={self.target}")
+                # The drill watches the target first and strikes the moment it holds a task of the run.
+                def produce() -> str:
+                    produced = self.playbook(
+                        "produce.yml", *mode_args, "-e", f"task_count={TASKS}", "-e", "task_message=work.........."
+                    )
+                    return run_id_of(produced.stdout)
+
+                fault_args = [*self.settings, *mode_args, "-e", f"fault={fault}", "-e", f"target={self.target}"]
+                done, produced = drill_on_cue(DEFAULT_LAB, produce, *fault_args)
+                if done.returncode != 0 or produced is None:
+                    raise SetupError(f"drill.yml {' '.join(fault_args)} failed:\n{done.stdout[-2000:]}")
+                run_id = produced
+                struck = float(lab_runs.last_fault(self.client, self.producer)["start"])
+                settling = pool.submit(self._settled_after, run_id, mode, TASKS, struck)
             settled_after = settling.result()
         folder = ROOT / "reports"
         self.playbook("report.yml", "-e", f"run_id={run_id}", "-e", f"report_dir={folder}")
@@ -120,10 +126,10 @@ class Drills:
         return "workqueue-producer" in on(self.client, self.producer, "docker", "ps", "--format", "{{.Names}}")
 
     def _settled_after(self, run_id: str, mode: str, count: int, started: float) -> float | None:
-        """Seconds from the fault until every task is settled; None if not within SETTLE_TIMEOUT."""
-        while time.monotonic() - started < SETTLE_TIMEOUT:
+        """Seconds from the fault (``started``, the epoch's) until every task is settled; None past SETTLE_TIMEOUT."""
+        while time.time() - started < SETTLE_TIMEOUT:
             if self.settled(run_id, mode, count):
-                return time.monotonic() - started
+                return time.time() - started
             time.sleep(1)
         return None
 

@@ -62,14 +62,27 @@ def run_playbook(demo: Demo, name: str, *args: str) -> subprocess.CompletedProce
 
 def drill(demo: Demo, client: docker.DockerClient, workers: list[str], mode: str, settings: list[str]) -> None:
     stopped = demo.stopped
-    step(f"{mode} mode: {TASKS} tasks, then the worker on {stopped} is stopped mid-run")
-    produced = run_playbook(demo, "produce.yml", *settings, "-e", f"task_count={TASKS}")
-    run_id = lab_runs.run_id_of(produced.stdout)
-    print(f"    produced run {run_id}", flush=True)
-    # drill.yml's stop is docker stop, struck the moment the worker holds a task: by hand (stop_worker.yml,
-    # seconds of Ansible after a look at the logs), the task in hand was at times over, nothing redelivered.
-    print(f"    stopping workqueue-worker-1 on {stopped} (docker stop) the moment it holds a task:", flush=True)
-    run_playbook(demo, "drill.yml", "-e", "fault=stop", "-e", f"target={stopped}")
+    step(f"{mode} mode: {TASKS} tasks, and the worker on {stopped} stopped mid-run")
+    # drill.yml's stop is docker stop, struck the moment the worker holds a task. It is started first,
+    # and the run produced once it watches: started after, its own first tasks could outlast a run of
+    # short tasks on a busy machine, and find nothing left to strike.
+    print(f"    drill.yml watches workqueue-worker-1 on {stopped}: docker stop the moment it holds a task", flush=True)
+    started = time.monotonic()
+
+    def produce() -> str:
+        print(f"    drill.yml watching: {time.monotonic() - started:.0f} s", flush=True)
+        produced = run_playbook(demo, "produce.yml", *settings, "-e", f"task_count={TASKS}")
+        run_id = lab_runs.run_id_of(produced.stdout)
+        print(f"    produced run {run_id}", flush=True)
+        return run_id
+
+    struck, run_id = lab_runs.drill_on_cue(
+        demo.lab, produce, *settings, "-e", "fault=stop", "-e", f"target={stopped}", log=demo.log
+    )
+    if struck.returncode != 0 or run_id is None:
+        tail = "".join(f"      {line}\n" for line in struck.stdout.splitlines()[-25:])
+        raise SetupError(f"drill.yml failed (exit {struck.returncode}); its end, of {demo.log}:\n{tail}")
+    print(f"    drill.yml over (it struck): {time.monotonic() - started:.0f} s", flush=True)
     others = [h for h in workers if h != stopped]
 
     def settled() -> bool:

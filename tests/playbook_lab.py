@@ -176,18 +176,29 @@ class PlaybookLab:
     ) -> tuple[str, int]:
         """A run of long tasks, and the fault once the second worker host holds one: the run id, and that task.
 
-        A worker's fault waits for the task by itself (drill.yml) and its record names the task it caught; the
-        broker's faults wait for none, so the test waits for the task in hand before it starts one of those.
+        A worker's fault waits for the task by itself (drill.yml), started before the run is produced so that
+        its first tasks cannot outlast the run, and its record names the task it caught; the broker's faults
+        wait for none, so the test waits for the task in hand before it starts one of those.
         """
         self.deploy(client, *settings)
-        run_id = self.produce(*settings, "-e", f"task_count={tasks}", *message)
         on_broker = fault.startswith("broker")
-        args = ["-e", f"fault={fault}"]
+        args = [*FAST, *settings, "-e", f"fault={fault}"]
         args += [] if on_broker else ["-e", f"target={self.worker_b}"]
         args += ["-e", f"duration={duration}"] if duration else []
-        held = self.in_hand(client, run_id) if on_broker else 0
+        produce = ("-e", f"task_count={tasks}", *message)
+        if fault not in SELF_HEALING:
+            self.disturbed()
         started = time.monotonic()
-        self.drill(*settings, *args)
+        if on_broker:
+            run_id = self.produce(*settings, *produce)
+            held = self.in_hand(client, run_id)
+            started = time.monotonic()
+            succeeded(self.playbook("drill.yml", *args))
+        else:
+            done, produced = lab_runs.drill_on_cue(self.lab, lambda: self.produce(*settings, *produce), *args)
+            succeeded(done)
+            assert produced is not None, done.stdout[-3000:]
+            run_id = produced
         assert duration is None or time.monotonic() - started >= duration, "a lasting fault lasts its duration"
         record = lab_runs.last_fault(client, self.producer)
         if not on_broker:

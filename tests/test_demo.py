@@ -38,7 +38,8 @@ def free_port() -> int:
 def test_the_demo_stops_a_worker_mid_run_noack_loses_its_share_and_ack_loses_nothing(
     client: docker.DockerClient,
 ) -> None:
-    command = [sys.executable, "-m", "demo.lab", "--lab", DEMO_TEST_LAB.name, "--seconds-per-dot", "0.2"]
+    # The demo's own pace (0.5 s a dot): a stop lands well within the task it catches, even on a busy machine.
+    command = [sys.executable, "-m", "demo.lab", "--lab", DEMO_TEST_LAB.name, "--seconds-per-dot", "0.5"]
     command += ["--listen", f"127.0.0.1:{free_port()}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=hosts.ROOT, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

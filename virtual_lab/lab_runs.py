@@ -11,10 +11,11 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 
@@ -24,6 +25,8 @@ from workqueue.events import read_events
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 FAULTS_RECORD = "/var/lib/workqueue-lab/runs/faults.jsonl"  # lab_runs_dir's, in playbooks/group_vars/all/lab.yml
 RUN_ID = re.compile(r"Run (\d{8}-\d{6}-[0-9a-f]{4}): \d+ sent")
+STRIKE_TASK = "TASK [Wait until the worker holds a task"  # drill.yml's task that waits for a task, then strikes
+T = TypeVar("T")
 
 
 def playbook(
@@ -47,6 +50,47 @@ def playbook(
             if line.startswith("TASK ["):
                 print(".", end="", flush=True)
     return subprocess.CompletedProcess(command, run.returncode, "".join(lines), "")
+
+
+def drill_on_cue(
+    lab: Lab, produce: Callable[[], T], *args: str, log: Path | None = None
+) -> tuple[subprocess.CompletedProcess[str], T | None]:
+    """drill.yml on a worker, started before the run it strikes: once it watches the worker, ``produce`` runs.
+
+    Started after the run was produced, the drill's first tasks (seconds of SSH on a busy machine) can
+    outlast a run of short tasks, and find nothing left in hand to strike. ``produce`` does not run when
+    the drill ends before it watches (it failed: its output says why). With ``log``, the drill's output
+    is appended there once it is over.
+    """
+    command = [str(PLAYBOOK), "-i", str(lab.inventory), str(ROOT / "playbooks" / "drill.yml"), *args]
+    lines: list[str] = []
+    watching, over = threading.Event(), threading.Event()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT) as run:
+        assert run.stdout is not None
+        stdout = run.stdout
+
+        def read() -> None:
+            for line in stdout:
+                lines.append(line)
+                if line.startswith(STRIKE_TASK):
+                    watching.set()
+            over.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 300
+        while not watching.is_set() and not over.is_set() and time.monotonic() < deadline:
+            watching.wait(timeout=0.2)
+        produced = produce() if watching.is_set() else None
+        try:
+            run.wait(timeout=900)
+        finally:
+            run.kill()
+        reader.join(timeout=10)
+    if log is not None:
+        with log.open("a") as kept:
+            kept.write(f"\n$ ansible-playbook playbooks/drill.yml {' '.join(args)}\n{''.join(lines)}")
+    return subprocess.CompletedProcess(command, run.returncode, "".join(lines), ""), produced
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:

@@ -87,18 +87,24 @@ def worker_containers(client: docker.DockerClient) -> dict[str, str]:
 
 
 def mid_run(client: docker.DockerClient, fault: str, mode: str) -> tuple[str, set[int]]:
-    """Six long tasks, and the fault on the second worker host once it holds one: the run, what it held then.
+    """Six long tasks, and the fault on the second worker host the moment it holds one: the run, what it held then.
 
-    What it held when the fault came, read after it: the drill takes seconds to strike, and by
-    then the worker may have finished the task it held when the drill began.
+    drill.yml watches the worker before the run is produced and strikes on cue; what the worker held is read
+    after it (a killed or stopped worker finishes nothing more).
     """
     deploy(client, mode)
-    run_id = run_id_of(
-        succeeded_output(playbook("produce.yml", "-e", f"task_mode={mode}", "-e", "task_count=6", *LONG))
-    )
-    wait_until(lambda: bool(unfinished(client, WORKER_B, run_id)), 30, f"a task in hand on {WORKER_B}")
     _deployed["mode"] = None  # the drill stops a worker; the next deploy starts it again
-    succeeded(playbook("drill.yml", "-e", f"task_mode={mode}", "-e", f"fault={fault}", "-e", f"target={WORKER_B}"))
+    fault_args = [*FAST, "-e", f"task_mode={mode}", "-e", f"fault={fault}", "-e", f"target={WORKER_B}"]
+    done, run_id = lab_runs.drill_on_cue(
+        TRIXIE_LAB,
+        lambda: run_id_of(
+            succeeded_output(playbook("produce.yml", "-e", f"task_mode={mode}", "-e", "task_count=6", *LONG))
+        ),
+        *fault_args,
+    )
+    succeeded(done)
+    assert run_id is not None, done.stdout[-3000:]
+    assert lab_runs.last_fault(client, PRODUCER)["caught"]["run_id"] == run_id
     return run_id, unfinished(client, WORKER_B, run_id)
 
 

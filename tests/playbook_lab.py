@@ -153,12 +153,16 @@ class PlaybookLab:
 
     def drill(self, *args: str) -> subprocess.CompletedProcess[str]:
         """playbooks/drill.yml, which must succeed; a fault that does not heal by itself disturbs the lab."""
-        fault = next((a.partition("=")[2] for a in args if a.startswith("fault=")), "")
-        if fault not in SELF_HEALING:
-            self.disturbed()
+        self._disturbed_by(args)
         done = self.playbook("drill.yml", *FAST, *args)
         succeeded(done)
         return done
+
+    def _disturbed_by(self, args: tuple[str, ...]) -> None:
+        """A drill's fault that does not heal by itself leaves the lab otherwise than site.yml did."""
+        fault = next((a.partition("=")[2] for a in args if a.startswith("fault=")), "")
+        if fault not in SELF_HEALING:
+            self.disturbed()
 
     def in_hand(self, client: docker.DockerClient, run_id: str) -> int:
         """Wait until the second worker host has a task of the run in hand; its number."""
@@ -182,20 +186,19 @@ class PlaybookLab:
         """
         self.deploy(client, *settings)
         on_broker = fault.startswith("broker")
-        args = [*FAST, *settings, "-e", f"fault={fault}"]
-        args += [] if on_broker else ["-e", f"target={self.worker_b}"]
-        args += ["-e", f"duration={duration}"] if duration else []
+        args = (*settings, "-e", f"fault={fault}")
+        args += () if on_broker else ("-e", f"target={self.worker_b}")
+        args += ("-e", f"duration={duration}") if duration else ()
         produce = ("-e", f"task_count={tasks}", *message)
-        if fault not in SELF_HEALING:
-            self.disturbed()
         started = time.monotonic()
         if on_broker:
             run_id = self.produce(*settings, *produce)
             held = self.in_hand(client, run_id)
             started = time.monotonic()
-            succeeded(self.playbook("drill.yml", *args))
+            self.drill(*args)
         else:
-            done, produced = lab_runs.drill_on_cue(self.lab, lambda: self.produce(*settings, *produce), *args)
+            self._disturbed_by(args)
+            done, produced = lab_runs.drill_on_cue(self.lab, lambda: self.produce(*settings, *produce), *FAST, *args)
             succeeded(done)
             assert produced is not None, done.stdout[-3000:]
             run_id = produced

@@ -29,11 +29,20 @@ STRIKE_TASK = "TASK [Wait until the worker holds a task"  # drill.yml's task tha
 T = TypeVar("T")
 
 
+def playbook_command(lab: Lab, name: str, *args: str, inventory: Path | None = None) -> list[str]:
+    return [str(PLAYBOOK), "-i", str(inventory or lab.inventory), str(ROOT / "playbooks" / name), *args]
+
+
+def log_header(name: str, args: tuple[str, ...]) -> str:
+    """The line a playbook's output starts with in a log of several."""
+    return f"\n$ ansible-playbook playbooks/{name} {' '.join(args)}\n"
+
+
 def playbook(
     lab: Lab, name: str, *args: str, inventory: Path | None = None, log: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run playbooks/NAME against the lab; with ``log``, append its output there and print a dot per task."""
-    command = [str(PLAYBOOK), "-i", str(inventory or lab.inventory), str(ROOT / "playbooks" / name), *args]
+    command = playbook_command(lab, name, *args, inventory=inventory)
     if log is None:
         return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT, check=False)
     lines = []
@@ -43,7 +52,7 @@ def playbook(
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT) as run,
     ):
         assert run.stdout is not None
-        kept.write(f"\n$ ansible-playbook playbooks/{name} {' '.join(args)}\n")
+        kept.write(log_header(name, args))
         for line in run.stdout:
             lines.append(line)
             kept.write(line)
@@ -62,7 +71,7 @@ def drill_on_cue(
     the drill ends before it watches (it failed: its output says why). With ``log``, the drill's output
     is appended there once it is over.
     """
-    command = [str(PLAYBOOK), "-i", str(lab.inventory), str(ROOT / "playbooks" / "drill.yml"), *args]
+    command = playbook_command(lab, "drill.yml", *args)
     lines: list[str] = []
     watching, over = threading.Event(), threading.Event()
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT) as run:
@@ -89,7 +98,7 @@ def drill_on_cue(
         reader.join(timeout=10)
     if log is not None:
         with log.open("a") as kept:
-            kept.write(f"\n$ ansible-playbook playbooks/drill.yml {' '.join(args)}\n{''.join(lines)}")
+            kept.write(log_header("drill.yml", args) + "".join(lines))
     return subprocess.CompletedProcess(command, run.returncode, "".join(lines), ""), produced
 
 

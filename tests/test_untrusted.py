@@ -340,7 +340,7 @@ def test_a_task_on_its_way_to_a_worker_is_never_unaccounted_until_the_feed_catch
     heard.add([_worker_event("received", "worker-1", 1, redelivered=False)])
     heard.add([_producer_event("run_finished", sent=2, confirmed=2, unconfirmed=[], resent=[])])
     clock.now += 0.1
-    heard.counted([QueueState("task_queue", 0, 0, 2)])  # #2 already handed to worker-2, which has not said so
+    heard.counted([QueueState("task_queue", 0, 0, 2)], "task_queue")  # #2 handed to worker-2, which has not said so
     clock.now += 0.1
     heard.add([_worker_event("done", "worker-1", 1, work_seconds=0.0)])
     report = _verdict(heard)
@@ -360,6 +360,36 @@ def test_a_task_on_its_way_to_a_worker_is_never_unaccounted_until_the_feed_catch
         # Every worker spoke after the count: #2 is in no worker's hands and no queue.
         report = _verdict(heard)
         assert report.verdict == "2 sent, 1 done, 0 lost; 1 unaccounted (#2)" and report.settled
+
+
+def test_a_count_saying_nobody_consumes_while_workers_speak_is_never_believed() -> None:
+    """A quorum queue's stat gives up after 250 ms and answers "0 ready, 0 consumers".
+
+    The worst order on a busy broker: #2 waits in the queue (counted, 1 ready) while both
+    workers are busy; the next count is that no-answer; then both workers speak. Believed,
+    the no-answer made #2 gone: "1 unaccounted (#2)" while the broker held it.
+    """
+    clock = _Clock()
+    heard = Heard(clock)
+    heard.add([_worker_event("worker_started", w, mode="ack") for w in ("worker-1", "worker-2")])
+    heard.add([_producer_event("run_started", count=2, queue="task_queue")])
+    heard.add([_worker_event("received", "worker-1", 1, redelivered=False)])
+    heard.add([_producer_event("run_finished", sent=2, confirmed=2, unconfirmed=[], resent=[])])
+    clock.now += 0.1
+    heard.counted([QueueState("task_queue", 1, 0, 2)], "task_queue")  # #2 waits
+    clock.now += 0.3
+    heard.counted([QueueState("task_queue", 0, 0, 0)], "task_queue")  # the stat's no-answer
+    clock.now += CATCH_UP_SECONDS
+    heard.add([_worker_event("done", "worker-1", 1, work_seconds=0.0)])
+    heard.add([_worker_event("alive", "worker-2", mode="ack")])
+    report = _verdict(heard)
+    assert report.verdict == "2 sent, 1 done, 0 lost; still running: 1 queued (report again when it settles)"
+    # Once every worker has stopped, nobody consumes: the broker's word is believed again.
+    heard.add([_worker_event("worker_stopped", w, signal="SIGTERM") for w in ("worker-1", "worker-2")])
+    clock.now += 0.1
+    heard.counted([QueueState("task_queue", 0, 0, 0)], "task_queue")
+    clock.now += CATCH_UP_SECONDS
+    assert _verdict(heard).verdict == "2 sent, 1 done, 0 lost; 1 unaccounted (#2)"
 
 
 def test_seconds_of_a_forged_time_cannot_stretch_the_picture() -> None:

@@ -79,6 +79,10 @@ class Page:
     def text(self, element_id: str) -> str:
         return str(self.driver.find_element("id", element_id).text)
 
+    def settled(self) -> bool:
+        """The frame's own word that the run has settled (the report's rule: nothing queued, requeued or in hand)."""
+        return "settled" in str(self.driver.find_element("id", "verdict").get_attribute("class")).split()
+
     def bars(self) -> list[dict[str, str]]:
         """Every task's bar on the timeline: its task, its fate and its worker's lane."""
         found = self.driver.execute_script(
@@ -192,7 +196,7 @@ def test_the_page_shows_a_stopped_workers_task_change_fate_as_it_happens(
             return all(fates_now.get((seq, stopped_lane)) == expected for seq in abandoned)
 
         page.wait_for(changed_fate, 15, f"stopped worker's tasks {expected}")
-        page.wait_for(lambda: "still running" not in page.text("verdict"), 60, "settled verdict")
+        page.wait_for(page.settled, 60, "settled verdict")
         page.shot("settled")
         verdict = page.text("verdict")
         bars = page.bars()

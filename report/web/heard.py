@@ -49,9 +49,9 @@ class Heard:
         self._clock = clock
         self._workers: dict[tuple[str, str], _Worker] = {}
         self._producer: list[Event] = []
-        # The broker's counts, each with when it was taken; the oldest is the newest that the
-        # events had caught up with when last read (see _count_to_tell).
-        self._counts: list[tuple[float, list[QueueState]]] = []
+        # The broker's counts, each with when it was taken and whether it can be believed; the
+        # oldest is the newest that the events had caught up with when last read (see _count_to_tell).
+        self._counts: list[tuple[float, bool, list[QueueState]]] = []
         self._publishing_until = 0.0  # when the producer's last word on a run's end (or start) came
         self._publishing = False  # a run started and its end not heard yet
         self._mode: Mode | None = None
@@ -82,10 +82,18 @@ class Heard:
                 worker.events.append(event)
                 del worker.events[:-EVENTS_PER_WORKER]
 
-    def counted(self, queues: list[QueueState]) -> None:
-        """The broker's counts of the queues that exist now."""
+    def counted(self, queues: list[QueueState], consumed: str) -> None:
+        """The broker's counts of the queues that exist now; ``consumed``: the queue the workers consume from.
+
+        A quorum queue asked for its counts gives up after 250 ms and answers "0 ready, 0
+        consumers" (RabbitMQ's ``rabbit_quorum_queue:stat``): on a busy broker, a task still
+        waiting would then look gone. A count saying nobody consumes while workers are heard is
+        kept for the page's queue line but never believed complete (see _count_to_tell).
+        """
         with self._lock:
-            self._counts.append((self._clock(), queues))
+            clock = self._clock()
+            nobody = any(q.name == consumed and q.consumers == 0 for q in queues)
+            self._counts.append((clock, not (self._speaking(clock) and nobody), queues))
 
     def feed(self, state: FeedState) -> None:
         with self._lock:
@@ -116,21 +124,26 @@ class Heard:
         if not self._counts:
             return None
         clock = self._clock()
-        speaking = [
-            w.heard_at for w in self._workers.values() if not w.stopped and clock - w.heard_at <= SILENT_SECONDS
-        ]
-        caught_up = min(speaking, default=clock) - CATCH_UP_SECONDS
+        caught_up = min(self._speaking(clock), default=clock) - CATCH_UP_SECONDS
         # While the producer publishes, no count can be complete: tasks come after it.
         complete = (
             []
             if self._publishing
-            else [i for i, (at, _) in enumerate(self._counts) if self._publishing_until <= at <= caught_up]
+            else [
+                i
+                for i, (at, believable, _) in enumerate(self._counts)
+                if believable and self._publishing_until <= at <= caught_up
+            ]
         )
         if complete:
             del self._counts[: complete[-1]]  # older ones are of no more use
-            return self._counts[0][1]
+            return self._counts[0][2]
         del self._counts[1:-1]  # the last complete one (if any), and the newest
-        return [dataclasses.replace(q, complete=False) for q in self._counts[-1][1]]
+        return [dataclasses.replace(q, complete=False) for q in self._counts[-1][2]]
+
+    def _speaking(self, clock: float) -> list[float]:
+        """When each worker still speaking (not stopped, heard within SILENT_SECONDS) was last heard."""
+        return [w.heard_at for w in self._workers.values() if not w.stopped and clock - w.heard_at <= SILENT_SECONDS]
 
 
 def _container(worker: _Worker, now: float) -> Container:

@@ -78,12 +78,12 @@ class Listener(threading.Thread):
             next_count = time.monotonic() + self.interval
             while (left := next_count - time.monotonic()) > 0 and not self.stop.is_set():
                 connection.process_data_events(time_limit=min(left, 0.2))
-            counts, queues = self._count(connection, counts)
-            self.heard.counted(queues)
+            counts, consumed, queues = self._count(connection, counts)
+            self.heard.counted(queues, consumed)
 
     def _count(
         self, connection: pika.BlockingConnection, channel: BlockingChannel | None
-    ) -> tuple[BlockingChannel | None, list[QueueState]]:
+    ) -> tuple[BlockingChannel | None, str, list[QueueState]]:
         """The mode's queue (and in ack mode the dead-letter queue) as the broker counts them; who leads the first."""
         mode, spec = feed.mode_queue(self.options, self.heard.mode)
         names = [spec.name] + ([DEAD_LETTER_QUEUE] if mode is Mode.ACK else [])
@@ -93,4 +93,4 @@ class Listener(threading.Thread):
             if count.ready is not None:  # not declared yet: not listed
                 leader = self._leader.leader(name) if name == spec.name else ""
                 queues.append(QueueState(name, count.ready, 0, count.consumers, leader))
-        return channel, queues
+        return channel, spec.name, queues

@@ -27,7 +27,7 @@ from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import DEFAULT_LAB, ROOT
 from virtual_lab.lab_runs import done_by, drill_on_cue, on, run_id_of, unfinished, wait_until
 
-FAULTS = ("stop", "kill", "freeze", "cut", "broker-restart", "broker-down")
+FAULTS = ("stop", "kill", "freeze", "cut", "broker-restart", "broker-down", "students")
 TASKS = 8
 SETTLE_TIMEOUT = 300.0
 TABLE = ROOT / "reports" / "drills.md"

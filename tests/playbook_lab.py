@@ -37,7 +37,7 @@ LONG = ("-e", "task_message=long..............................")
 # 20 s frozen (the drill strikes once the worker holds a task).
 LONGER = ("-e", "task_message=longer" + "." * 60)
 # Faults that heal by themselves, or that leave every worker as site.yml left it.
-SELF_HEALING = ("freeze", "cut", "broker-restart", "broker-down")
+SELF_HEALING = ("freeze", "cut", "broker-restart", "broker-down", "students")
 
 
 def worker_events(client: docker.DockerClient, host: str, run_id: str) -> list[dict]:

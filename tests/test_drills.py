@@ -9,6 +9,7 @@ drill's record; each checks the fault came mid-run.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -97,6 +98,51 @@ def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
     assert 20 <= fault["end"] - fault["start"] <= 35
     assert "fault: freeze on " in done.stdout
     wait_until(lambda: consumers(lab, "task_queue") == 2, 60, "the thawed worker consuming again")
+
+
+def test_drill_students_mid_run_is_refused_or_handled_and_every_worker_keeps_running(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    """What a class's programs send, as the class's account, while a run goes on (fault=students)."""
+    deploy(lab)
+    args = ("-e", "fault=students", "-e", f"target={WORKER_B}")
+    done, run_id = lab_runs.drill_on_cue(LAB.lab, lambda: produce("-e", "task_count=4", *LONG), *FAST, *args)
+    said = " ".join(done.stdout.split())
+    assert done.returncode == 0 and run_id is not None, done.stdout[-3000:]
+    assert f"students.py: as user student, during the run {run_id}" in said, said[said.find("Send what") :][:3000]
+    assert "11 poison tasks into task_queue: allowed" in said
+    assert "4 forged events on the live-view feed workqueue.events: refused (403 ACCESS_REFUSED)" in said
+    assert f"a task of run {run_id} forged with user_id workqueue: refused (406 PRECONDITION_FAILED)" in said
+    assert "a queue of another name declared (my_queue): refused (403 ACCESS_REFUSED)" in said
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 5)), 90, "every task of the run done")
+    struck = float(lab_runs.last_fault(lab, PRODUCER)["start"])
+
+    def the_class_tasks(kind: str) -> list[dict]:
+        """What the workers did of the tasks the class sent: each counted apart from any run (run_id null)."""
+        return [
+            e
+            for host in WORKERS
+            for e in lab_runs.container_events(lab, host)
+            if e["event"] == kind and e.get("run_id") is None and e["ts"] >= struck
+        ]
+
+    # Each poison task done or refused by a worker, one line each; no worker restarted or said a traceback.
+    wait_until(lambda: len(the_class_tasks("done") + the_class_tasks("rejected")) == 11, 60, "each poison task ended")
+    assert sorted(e["reason"] for e in the_class_tasks("rejected")) == ["empty", "not UTF-8", "too long"]
+    for host in WORKERS:
+        state = json.loads(on(lab, host, "docker", "inspect", "workqueue-worker-1"))[0]
+        assert state["RestartCount"] == 0 and state["State"]["Running"], (host, state["State"])
+        assert "Traceback" not in on(lab, host, "docker", "logs", "workqueue-worker-1"), host
+    settled_counts(lab, "task_queue.rejected", (3, 0))
+    on(lab, BROKER, "rabbitmqctl", "purge_queue", "-p", "workqueue", "task_queue.rejected")  # as site.yml left it
+    # The report counts the run's four tasks and the class's apart; it names the drill, at the broker.
+    report_done, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 4} and data["verdict"].startswith("4 sent, 4 done, 0 lost"), data["verdict"]
+    assert "; 11 tasks from other producers, done by " in data["verdict"], data["verdict"]
+    assert data["verdict"].endswith("; 3 rejected") and "not of the run" not in data["verdict"]
+    (fault,) = data["faults"]
+    assert (fault["fault"], fault["host"], fault["worker"]) == ("students", BROKER, None)
+    assert "fault: students on the broker" in report_done.stdout
 
 
 def test_drill_cut_in_ack_mode_loses_nothing_and_the_worker_comes_back(

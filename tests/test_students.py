@@ -7,8 +7,6 @@ running, the run's tasks are all done, and what a worker refused it says, in one
 
 from __future__ import annotations
 
-import datetime
-import decimal
 import json
 import subprocess
 import sys
@@ -22,39 +20,16 @@ import pika.exceptions
 import pytest
 import yaml
 
+from producer.students import poison
 from tests.conftest import NODE, URL, VHOST, account, assert_counts, consumer_count, ctrl_c, declared
 from tests.test_watch import Watch
 from virtual_lab.processes import ROOT, Program, done_seqs
 from virtual_lab.processes import LocalLab as Lab
 from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, declare_events, queue_spec
-from workqueue.tasks import new_run_id
 
 pytestmark = pytest.mark.broker
 
 SPEC = queue_spec(Mode.ACK)
-
-
-def poison() -> list[tuple[pika.BasicProperties, bytes]]:
-    """What a class of students' programs send, by mistake or to see what happens."""
-    forged_run = {"run_id": new_run_id(), "seq": 3}
-    return [
-        (pika.BasicProperties(message_id=b"\xff\xfe not UTF-8"), b"id of bytes ."),  # killed every worker once
-        (pika.BasicProperties(headers={"run_id": b"\xff", "seq": "3"}), b"headers of the wrong types"),
-        (pika.BasicProperties(headers={"seq": 10**15, "run_id": "../../x"}), b"a task number from nowhere"),
-        (pika.BasicProperties(headers=forged_run), b"a run's label, sent by another user"),
-        (
-            pika.BasicProperties(
-                headers={"d": decimal.Decimal("1.5"), "t": datetime.datetime(2026, 1, 1), "n": {"l": [1, None, b"x"]}}
-            ),
-            b"every table type",
-        ),
-        (pika.BasicProperties(app_id="pc7\n\x1b[2J", content_type="\x00"), b"escapes in the properties"),
-        (pika.BasicProperties(), b"a" * 1_000_000),  # a megabyte, no work
-        (pika.BasicProperties(), b"Hello World! " + b"." * 2000),  # half an hour of work
-        (pika.BasicProperties(), b""),
-        (pika.BasicProperties(), b"\xc3\x28 not UTF-8"),
-        (pika.BasicProperties(message_id="\u2028\x85 line ends"), b"line ends in the id"),
-    ]
 
 
 def publish(messages: list[tuple[pika.BasicProperties, bytes]]) -> None:
@@ -96,7 +71,7 @@ def test_poison_messages_are_refused_one_line_each_and_the_run_is_done(lab: Lab)
     assert len(foreign) == len(messages) - 3
     assert all(e.get("run_id") in (None, run_id) for w in workers for e in w.events())
     said = "\n".join(line for w in workers for line in w.lines())
-    assert "100 s of work, past this worker's limit of 10 s (--max-task-seconds); dead-lettered" in said
+    assert "5000 s of work, past this worker's limit of 10 s (--max-task-seconds); dead-lettered" in said
     assert "\x1b" not in said
 
 
@@ -344,3 +319,32 @@ def test_the_class_account_may_do_what_the_table_allows_and_nothing_else(operati
     finally:
         if connection.is_open:
             connection.close()
+
+
+def test_the_students_drill_sends_its_poison_and_each_forgery_is_refused(class_account: str) -> None:
+    """producer/students.py, as drill.yml -e fault=students runs it: one line a try, and what the broker said."""
+    lab = pika.BlockingConnection(pika.URLParameters(URL))
+    declare(lab.channel(), SPEC)
+    declare_events(lab.channel())
+    lab.close()
+    run_id = "20261205-101010-abcd"
+    command = [sys.executable, "-m", "producer.students", "--run", run_id, "--lab-user", "guest", "--mode", "ack"]
+    env = {"PATH": "/usr/bin:/bin", "AMQP_URL": class_account}  # the password in the environment, never on a line
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=60, check=False)
+    assert done.returncode == 0 and done.stderr == "", done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        f"students.py: as user {CLASS_USER}, during the run {run_id}",
+        "students.py: 11 poison tasks into task_queue: allowed",
+        "students.py: 4 forged events on the live-view feed workqueue.events: refused (403 ACCESS_REFUSED)",
+        f"students.py: a task of run {run_id} forged with user_id guest: refused (406 PRECONDITION_FAILED)",
+        "students.py: a queue of another name declared (my_queue): refused (403 ACCESS_REFUSED)",
+    ]
+    assert_counts("task_queue", (11, 0))  # the poison only: no forged task got in
+
+
+def test_the_students_drill_without_a_broker_says_so_in_one_line() -> None:
+    url = f"amqp://guest:guest@127.0.0.1:9/{VHOST}"  # nothing listens on the discard port
+    command = [sys.executable, "-m", "producer.students", "--connect-timeout", "0", "--url", url]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("students.py: error: "), done.stderr

@@ -31,7 +31,7 @@ from tests.playbook_lab import FAST, GUEST, HEARTBEAT, LONG, NOACK, ROOT, Playbo
 from tests.secret_places import CommandLines, where_secrets_show
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import TEST_LAB
-from virtual_lab.lab_runs import done_by, on, on_result, recap, unfinished, wait_until
+from virtual_lab.lab_runs import done_by, on, on_result, recap, wait_until
 from workqueue.connection import BrokerError, broker_from_url, connect
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(TEST_LAB.name)]
@@ -251,16 +251,31 @@ def test_the_tutorials_own_programs_work_beside_the_lab(lab: docker.DockerClient
 # --- docker stop, the lesson's own fault (the rougher ones: tests/test_drills.py)
 
 
+def stop_worker_mid_run(lab: docker.DockerClient, *settings: str) -> tuple[str, int]:
+    """The README's stop_worker.yml on the second worker host, started before the run it strikes: the run's id,
+    and the task the worker held when it was stopped (the drill's record)."""
+    disturbed()
+    done, run_id = lab_runs.drill_on_cue(
+        LAB.lab,
+        lambda: produce(*settings, "-e", "task_count=6", *LONG),
+        *FAST,
+        *settings,
+        "-e",
+        f"target={WORKER_B}",
+        name="stop_worker.yml",
+    )
+    succeeded(done)
+    caught = lab_runs.last_fault(lab, PRODUCER)["caught"]
+    assert run_id is not None and caught["run_id"] == run_id, (caught, done.stdout[-2000:])
+    return run_id, caught["seq"]
+
+
 def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient, tmp_path: Path) -> None:
     deploy(lab)
-    run_id = produce("-e", "task_count=6", *LONG)
-
-    wait_until(lambda: bool(unfinished(lab, WORKER_B, run_id)), 30, f"a task in hand on {WORKER_B}")
-    disturbed()
-    succeeded(playbook("stop_worker.yml", "-e", f"target={WORKER_B}"))
+    run_id, caught = stop_worker_mid_run(lab)
     events_b = worker_events(lab, WORKER_B, run_id)
     in_flight = {e["seq"] for e in events_b if e["event"] == "abandoned"}
-    assert len(in_flight) == 1 and all(e["fate"] == "requeued" for e in events_b if e["event"] == "abandoned")
+    assert in_flight == {caught} and all(e["fate"] == "requeued" for e in events_b if e["event"] == "abandoned")
 
     wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 90, "every task done")
     events_a = worker_events(lab, WORKER_A, run_id)
@@ -285,7 +300,7 @@ def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient, tmp_
 def test_site_restarts_a_stopped_worker(lab: docker.DockerClient) -> None:
     deploy(lab)
     disturbed()
-    succeeded(playbook("stop_worker.yml", "-e", f"target={WORKER_B}"))
+    succeeded(playbook("stop_worker.yml", "-e", f"target={WORKER_B}", "-e", "wait=0"))  # at once: no run goes on
     assert "workqueue-worker-1" not in on(lab, WORKER_B, "docker", "ps", "--format", "{{.Names}}")
     succeeded(playbook("site.yml", *FAST))
     assert "workqueue-worker-1" in on(lab, WORKER_B, "docker", "ps", "--format", "{{.Names}}")
@@ -301,15 +316,12 @@ def test_noack_round_robin_gives_each_worker_three(lab: docker.DockerClient) -> 
 
 def test_noack_stopped_worker_loses_its_unfinished_share(lab: docker.DockerClient, tmp_path: Path) -> None:
     deploy(lab, *NOACK)
-    run_id = produce(*NOACK, "-e", "task_count=6", *LONG)
-    wait_until(lambda: any(e["event"] == "received" for e in worker_events(lab, WORKER_B, run_id)), 30, "tasks")
-    disturbed()
-    succeeded(playbook("stop_worker.yml", "-e", f"target={WORKER_B}"))
+    run_id, caught = stop_worker_mid_run(lab, *NOACK)
     received_a = {e["seq"] for e in worker_events(lab, WORKER_A, run_id) if e["event"] == "received"}
     wait_until(lambda: received_a <= set(done_seqs(lab, run_id)), 90, f"{WORKER_A} done with its own tasks")
     received_b = {e["seq"] for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "received"}
     lost = set(range(1, 7)) - set(done_seqs(lab, run_id))
-    assert lost and lost <= received_b
+    assert caught in lost and lost <= received_b
     assert {e["seq"] for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "abandoned"} == lost
     assert queue_counts(lab, "hello") == (0, 0)
 

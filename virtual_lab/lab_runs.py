@@ -62,16 +62,17 @@ def playbook(
 
 
 def drill_on_cue(
-    lab: Lab, produce: Callable[[], T], *args: str, log: Path | None = None
+    lab: Lab, produce: Callable[[], T], *args: str, log: Path | None = None, name: str = "drill.yml"
 ) -> tuple[subprocess.CompletedProcess[str], T | None]:
-    """drill.yml on a worker, started before the run it strikes: once it watches the worker, ``produce`` runs.
+    """drill.yml (or ``name``, which imports it) on a worker, started before the run it strikes: once it
+    watches the worker, ``produce`` runs.
 
     Started after the run was produced, the drill's first tasks (seconds of SSH on a busy machine) can
     outlast a run of short tasks, and find nothing left in hand to strike. ``produce`` does not run when
     the drill ends before it watches (it failed: its output says why). With ``log``, the drill's output
     is appended there once it is over.
     """
-    command = playbook_command(lab, "drill.yml", *args)
+    command = playbook_command(lab, name, *args)
     lines: list[str] = []
     watching, over = threading.Event(), threading.Event()
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT) as run:
@@ -98,7 +99,7 @@ def drill_on_cue(
         reader.join(timeout=10)
     if log is not None:
         with log.open("a") as kept:
-            kept.write(log_header("drill.yml", args) + "".join(lines))
+            kept.write(log_header(name, args) + "".join(lines))
     return subprocess.CompletedProcess(command, run.returncode, "".join(lines), ""), produced
 
 

@@ -40,7 +40,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from workqueue import cli
-from workqueue.connection import connect
+from workqueue.connection import BrokerError, connect, describe
 from workqueue.queues import EVENTS_EXCHANGE
 from workqueue.tasks import MAX_TASKS, RUN_ID, new_run_id
 
@@ -82,11 +82,12 @@ FORGED_EVENTS = (
 
 
 def publish_poison(queue: str, persistent: bool, run_id: str | None) -> Try:
-    def publish(channel: BlockingChannel) -> int:
+    """Mandatory: a queue that does not exist (no worker has declared it yet) hands them back, and it is said."""
+
+    def publish(channel: BlockingChannel) -> None:
         for properties, body in poison(run_id):
             properties.delivery_mode = 2 if persistent else 1
-            channel.basic_publish("", queue, body, properties)
-        return len(poison())
+            channel.basic_publish("", queue, body, properties, mandatory=True)
 
     return publish
 
@@ -131,7 +132,7 @@ def attempt(connection: pika.BlockingConnection, action: Try) -> str:
     except pika.exceptions.ChannelClosedByBroker as refused:
         return f"refused ({refused.reply_code} {refused.reply_text.split(' ')[0]})"
     except pika.exceptions.UnroutableError:
-        return "allowed, but routed to no queue"
+        return "allowed, but routed to no queue (none of that name declared yet)"
     if channel.is_open:
         channel.close()
     return "allowed"
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for what, action in tries(queue.name, queue.persistent_messages, args.run, args.lab_user):
             print(f"{PROG}: {what}: {attempt(connection, action)}", flush=True)
+    except pika.exceptions.AMQPConnectionError as exc:
+        raise BrokerError(f"lost the broker ({describe(exc)}): what is said above was tried") from None
     finally:
         if connection.is_open:
             connection.close()

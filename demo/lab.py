@@ -31,6 +31,8 @@ from virtual_lab.hosts import DEFAULT_LAB, DEMO_TEST_LAB, Host, Lab
 from virtual_lab.lab_runs import container_events, done_by, unfinished, wait_until
 
 TASKS = 10
+# How long the live web view may take to end after Ctrl+C before it is killed (a busy machine: seconds).
+VIEW_STOP_SECONDS = 60
 LABS = {lab.name: lab for lab in (DEFAULT_LAB, DEMO_TEST_LAB)}  # the user's, and the tests' own
 
 
@@ -135,8 +137,7 @@ def main() -> int:
         return 1
     finally:
         if view is not None:
-            view.send_signal(signal.SIGINT)
-            view.wait(timeout=15)
+            _stop(view)
     step("explore")
     ansible_playbook = f".venv/bin/ansible-playbook -i {demo.lab.inventory.relative_to(hosts.ROOT)}"
     print("    the lab stays up: make lab-status")
@@ -148,6 +149,17 @@ def main() -> int:
     return 0
 
 
+def _stop(view: subprocess.Popen[str]) -> None:
+    """Ctrl+C to the web view; on a machine so busy that it has not ended within a minute, a kill."""
+    view.send_signal(signal.SIGINT)
+    try:
+        view.wait(timeout=VIEW_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        view.kill()
+        view.wait()
+        print(f"    (the live web view did not stop within {VIEW_STOP_SECONDS} s of Ctrl+C: killed)", flush=True)
+
+
 def _web_view(demo: Demo, listen: str) -> subprocess.Popen[str] | None:
     """The live web view of the demo's lab, for as long as the demo runs; None (said) when it cannot start."""
     inventory = str(demo.lab.inventory)
@@ -157,7 +169,7 @@ def _web_view(demo: Demo, listen: str) -> subprocess.Popen[str] | None:
     assert view.stdout is not None
     first = view.stdout.readline().strip()  # where to open it, once it listens; '' when it could not start
     if "open http://" not in first:
-        view.wait(timeout=15)
+        _stop(view)
         print(f"    (the live web view did not start: {demo.web_log.read_text().strip()[-300:]})", flush=True)
         return None
     print(f"    watch the runs live in a browser: {first.partition('open ')[2].split()[0]}", flush=True)

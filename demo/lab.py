@@ -31,8 +31,9 @@ from virtual_lab.hosts import DEFAULT_LAB, DEMO_TEST_LAB, Host, Lab
 from virtual_lab.lab_runs import container_events, done_by, unfinished, wait_until
 
 TASKS = 10
-# How long the live web view may take to end after Ctrl+C before it is killed (a busy machine: seconds).
-VIEW_STOP_SECONDS = 60
+# How long the live web view may take to end after Ctrl+C before it is killed (it takes a second or two;
+# started where SIGINT is ignored, as by a background job of a shell without job control, never).
+VIEW_STOP_SECONDS = 15
 LABS = {lab.name: lab for lab in (DEFAULT_LAB, DEMO_TEST_LAB)}  # the user's, and the tests' own
 
 
@@ -150,7 +151,7 @@ def main() -> int:
 
 
 def _stop(view: subprocess.Popen[str]) -> None:
-    """Ctrl+C to the web view; on a machine so busy that it has not ended within a minute, a kill."""
+    """Ctrl+C to the web view; a kill, said, when it has not ended in VIEW_STOP_SECONDS."""
     view.send_signal(signal.SIGINT)
     try:
         view.wait(timeout=VIEW_STOP_SECONDS)

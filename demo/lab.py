@@ -31,8 +31,8 @@ from virtual_lab.hosts import DEFAULT_LAB, DEMO_TEST_LAB, Host, Lab
 from virtual_lab.lab_runs import container_events, done_by, unfinished, wait_until
 
 TASKS = 10
-# How long the live web view may take to end after Ctrl+C before it is killed (it takes a second or two;
-# started where SIGINT is ignored, as by a background job of a shell without job control, never).
+# How long the live web view may take to end after Ctrl+C before it is killed. It takes a second or two,
+# unless it was started with SIGINT ignored (a background job of a shell without job control): then never.
 VIEW_STOP_SECONDS = 15
 LABS = {lab.name: lab for lab in (DEFAULT_LAB, DEMO_TEST_LAB)}  # the user's, and the tests' own
 

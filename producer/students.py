@@ -81,11 +81,11 @@ FORGED_EVENTS = (
 )
 
 
-def publish_poison(queue: str, persistent: bool, run_id: str | None) -> Try:
+def publish_poison(queue: str, persistent: bool, messages: list[tuple[pika.BasicProperties, bytes]]) -> Try:
     """Mandatory: a queue that does not exist (no worker has declared it yet) hands them back, and it is said."""
 
     def publish(channel: BlockingChannel) -> None:
-        for properties, body in poison(run_id):
+        for properties, body in messages:
             properties.delivery_mode = 2 if persistent else 1
             channel.basic_publish("", queue, body, properties, mandatory=True)
 
@@ -109,8 +109,9 @@ def forge_run_task(queue: str, run_id: str | None, lab_user: str) -> Try:
 
 def tries(queue: str, persistent: bool, run_id: str | None, lab_user: str) -> list[tuple[str, Try]]:
     """What the class tries, in turn: each on a channel of its own (a refusal closes its channel)."""
+    messages = poison(run_id)
     return [
-        (f"{len(poison())} poison tasks into {queue}", publish_poison(queue, persistent, run_id)),
+        (f"{len(messages)} poison tasks into {queue}", publish_poison(queue, persistent, messages)),
         (f"{len(FORGED_EVENTS)} forged events on the live-view feed {EVENTS_EXCHANGE}", forge_events),
         (
             f"a task of run {run_id or '(a new id)'} forged with user_id {lab_user}",

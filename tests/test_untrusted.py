@@ -326,6 +326,16 @@ def _verdict(heard: Heard) -> fates.RunReport:
     return fates.build(gathered, ACK_RUN)
 
 
+def _two_workers_one_run(clock: _Clock) -> Heard:
+    """What the view has heard: two workers, a run of two tasks published, #1 in worker-1's hands."""
+    heard = Heard(clock)
+    heard.add([_worker_event("worker_started", w, mode="ack") for w in ("worker-1", "worker-2")])
+    heard.add([_producer_event("run_started", count=2, queue="task_queue")])
+    heard.add([_worker_event("received", "worker-1", 1, redelivered=False)])
+    heard.add([_producer_event("run_finished", sent=2, confirmed=2, unconfirmed=[], resent=[])])
+    return heard
+
+
 @pytest.mark.parametrize("truly_missing", [False, True])
 def test_a_task_on_its_way_to_a_worker_is_never_unaccounted_until_the_feed_catches_up(truly_missing: bool) -> None:
     """The worst order: the broker's count (0 ready) comes before the word of the worker that got #2.
@@ -334,11 +344,7 @@ def test_a_task_on_its_way_to_a_worker_is_never_unaccounted_until_the_feed_catch
     while it was on its way (issue 31). It is queued until every worker has spoken since the count.
     """
     clock = _Clock()
-    heard = Heard(clock)
-    heard.add([_worker_event("worker_started", w, mode="ack") for w in ("worker-1", "worker-2")])
-    heard.add([_producer_event("run_started", count=2, queue="task_queue")])
-    heard.add([_worker_event("received", "worker-1", 1, redelivered=False)])
-    heard.add([_producer_event("run_finished", sent=2, confirmed=2, unconfirmed=[], resent=[])])
+    heard = _two_workers_one_run(clock)
     clock.now += 0.1
     heard.counted([QueueState("task_queue", 0, 0, 2)], "task_queue")  # #2 handed to worker-2, which has not said so
     clock.now += 0.1
@@ -370,11 +376,7 @@ def test_a_count_saying_nobody_consumes_while_workers_speak_is_never_believed() 
     the no-answer made #2 gone: "1 unaccounted (#2)" while the broker held it.
     """
     clock = _Clock()
-    heard = Heard(clock)
-    heard.add([_worker_event("worker_started", w, mode="ack") for w in ("worker-1", "worker-2")])
-    heard.add([_producer_event("run_started", count=2, queue="task_queue")])
-    heard.add([_worker_event("received", "worker-1", 1, redelivered=False)])
-    heard.add([_producer_event("run_finished", sent=2, confirmed=2, unconfirmed=[], resent=[])])
+    heard = _two_workers_one_run(clock)
     clock.now += 0.1
     heard.counted([QueueState("task_queue", 1, 0, 2)], "task_queue")  # #2 waits
     clock.now += 0.3

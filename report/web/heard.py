@@ -93,7 +93,7 @@ class Heard:
         with self._lock:
             clock = self._clock()
             nobody = any(q.name == consumed and q.consumers == 0 for q in queues)
-            self._counts.append((clock, not (self._speaking(clock) and nobody), queues))
+            self._counts.append((clock, not (nobody and self._speaking(clock)), queues))
 
     def feed(self, state: FeedState) -> None:
         with self._lock:

@@ -77,7 +77,7 @@ lint: venv
 # The tests start RabbitMQ nodes of their own (workqueue-tests, port 5673) and never touch yours.
 # Each run keeps its record in build/tests/: the output (with the slowest tests) and a JUnit XML of every test's time.
 test: lint images
-	@mkdir -p build/tests
+	@mkdir -p build/tests && rm -f build/tests/playbooks.jsonl
 	set -o pipefail; $(VENV)/bin/pytest --junitxml=build/tests/junit.xml 2>&1 | tee build/tests/pytest.log
 
 # For your own loop: lint, the units and the programs against the tests' broker (no Docker, no lab).

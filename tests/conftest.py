@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
+import os
 import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pika
 import pika.exceptions
 import pytest
 
 from machine import local_broker
+from virtual_lab import lab_runs
+from virtual_lab.hosts import Lab
 from virtual_lab.lab_runs import recap
 from virtual_lab.processes import LocalLab
 
@@ -39,6 +44,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("broker") and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group("broker"))
+
+
+# Each playbook a test runs on a virtual lab, and how long it took: where the suite's time goes
+# (bench/suite_times.py counts them per module). The name, the lab and the seconds: never the arguments,
+# which can hold a password.
+PLAYBOOK_TIMES = Path(__file__).resolve().parents[1] / "build" / "tests" / "playbooks.jsonl"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def playbook_times() -> Iterator[None]:
+    run = lab_runs.playbook
+
+    def timed(lab: Lab, name: str, *args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
+        try:
+            return run(lab, name, *args, **options)
+        finally:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+            record = {"test": test, "lab": lab.name, "playbook": name, "seconds": round(time.monotonic() - started, 1)}
+            with PLAYBOOK_TIMES.open("a") as log:
+                log.write(json.dumps(record) + "\n")
+
+    PLAYBOOK_TIMES.parent.mkdir(parents=True, exist_ok=True)
+    lab_runs.playbook = timed  # type: ignore[assignment]
+    yield
+    lab_runs.playbook = run  # type: ignore[assignment]
 
 
 # How long a program may take to end after Ctrl+C before a test kills it (it ends within a second or two).

@@ -38,6 +38,8 @@ LONG = ("-e", "task_message=long..............................")
 LONGER = ("-e", "task_message=longer" + "." * 60)
 # Faults that heal by themselves, or that leave every worker as site.yml left it.
 SELF_HEALING = ("freeze", "cut", "broker-restart", "broker-down", "students")
+# What PlaybookLab.deployed says after teardown.yml: the next deploy runs site.yml on hosts it left bare.
+TORN_DOWN = ("teardown.yml",)
 
 
 def worker_events(client: docker.DockerClient, host: str, run_id: str) -> list[dict]:
@@ -95,6 +97,14 @@ class PlaybookLab:
         # Deployed, or healed after a fault that heals by itself: both workers consuming.
         wait_until(lambda: self.consumers(client, queue, vhost) == 2, 60, f"two consumers on {queue}")
         self.deployed = settings
+        return done
+
+    def teardown(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """teardown.yml, which must succeed: the lab is then torn down (tests that need it so share it)."""
+        self.disturbed()
+        done = self.playbook("teardown.yml", *args)
+        succeeded(done)
+        self.deployed = TORN_DOWN
         return done
 
     def disturbed(self) -> None:

@@ -27,7 +27,19 @@ import yaml
 
 from report import lab_settings
 from tests.conftest import changed_nothing
-from tests.playbook_lab import FAST, GUEST, HEARTBEAT, LONG, NOACK, ROOT, PlaybookLab, changed, succeeded, worker_events
+from tests.playbook_lab import (
+    FAST,
+    GUEST,
+    HEARTBEAT,
+    LONG,
+    NOACK,
+    ROOT,
+    TORN_DOWN,
+    PlaybookLab,
+    changed,
+    succeeded,
+    worker_events,
+)
 from tests.secret_places import CommandLines, where_secrets_show
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import TEST_LAB
@@ -297,15 +309,6 @@ def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient, tmp_
     assert any((t.text or "").startswith("docker stop ") for t in picture.iter("{http://www.w3.org/2000/svg}text"))
 
 
-def test_site_restarts_a_stopped_worker(lab: docker.DockerClient) -> None:
-    deploy(lab)
-    disturbed()
-    succeeded(playbook("stop_worker.yml", "-e", f"target={WORKER_B}", "-e", "wait=0"))  # at once: no run goes on
-    assert "workqueue-worker-1" not in on(lab, WORKER_B, "docker", "ps", "--format", "{{.Names}}")
-    succeeded(playbook("site.yml", *FAST))
-    assert "workqueue-worker-1" in on(lab, WORKER_B, "docker", "ps", "--format", "{{.Names}}")
-
-
 def test_noack_round_robin_gives_each_worker_three(lab: docker.DockerClient) -> None:
     deploy(lab, *NOACK)
     run_id = produce(*NOACK, "-e", "task_count=6", "-e", "task_message=task")
@@ -338,10 +341,12 @@ def test_noack_stopped_worker_loses_its_unfinished_share(lab: docker.DockerClien
     assert f": dispatched to {WORKER_B}/worker-1, stopped at " in done.stdout
 
 
-def test_a_worker_comes_back_with_its_host_and_a_stopped_one_stays_stopped(lab: docker.DockerClient) -> None:
+def test_a_worker_comes_back_with_its_host_and_site_starts_a_stopped_one(lab: docker.DockerClient) -> None:
     deploy(lab)
     disturbed()
-    on(lab, WORKER_B, "docker", "stop", "workqueue-worker-1")  # stopped on purpose, as a drill does
+    # Stopped on purpose with the README's playbook, at once (wait=0: no run goes on).
+    succeeded(playbook("stop_worker.yml", "-e", f"target={WORKER_B}", "-e", "wait=0"))
+    assert "workqueue-worker-1" not in on(lab, WORKER_B, "docker", "ps", "--format", "{{.Names}}")
     before_a = workers_on(lab, WORKER_A)
     for host in WORKERS:  # the machines reboot (systemd inside shuts down and boots again)
         lab.containers.get(host).restart(timeout=30)
@@ -353,6 +358,10 @@ def test_a_worker_comes_back_with_its_host_and_a_stopped_one_stays_stopped(lab: 
     wait_until(lambda: running(WORKER_A) == ["workqueue-worker-1"], 90, f"the worker back on {WORKER_A}")
     assert workers_on(lab, WORKER_A)["workqueue-worker-1"][0] == before_a["workqueue-worker-1"][0], "the same one"
     assert running(WORKER_B) == [], "unless-stopped: a worker stopped on purpose stays stopped across a reboot"
+    # After a drill, site.yml starts the stopped worker again, and the lab is as it deploys it.
+    succeeded(playbook("site.yml", *FAST))
+    assert running(WORKER_B) == ["workqueue-worker-1"]
+    LAB.deployed = ()
 
 
 # --- changing the deployment
@@ -399,6 +408,104 @@ def test_guest_remote_access_mode(lab: docker.DockerClient) -> None:
     assert "guest" not in on(lab, BROKER, "rabbitmqctl", "list_users", "-q"), (
         "guest removed again with a dedicated user"
     )
+
+
+# --- bad input and unreachable hosts: nothing changes
+
+
+def _lab_inventory(folder: Path, change: dict[str, object] | None = None) -> Path:
+    """The tests' lab inventory, with a change, in a folder of the test's."""
+    document = yaml.safe_load(TEST_LAB.inventory.read_text())
+    children = document["all"]["children"]
+    for key, value in (change or {}).items():
+        group, _, host = key.partition("/")
+        if value is None:
+            children.pop(group)
+        elif host:
+            children[group]["hosts"][host] = value
+        else:
+            children[group] = value
+    path = folder / "hosts.yml"
+    path.write_text(yaml.safe_dump(document))
+    (folder / "group_vars").symlink_to(ROOT / "inventory" / "group_vars")
+    return path
+
+
+SECOND_WORKER = f"{TEST_LAB.subnet_prefix}.12"  # testlab2's address
+# Each case asks for a change (a second worker per host, a mode, an image) that the preflight must stop.
+BAD_INPUTS = {
+    "no broker group": ({"broker": None}, ["-e", "workers_per_host=2"], "needs one host in group broker, or an odd"),
+    "two brokers": (
+        {"broker/testlab2": {"ansible_host": SECOND_WORKER}},
+        ["-e", "workers_per_host=2"],
+        "two survive nothing that one does not; it has 2: testlab1, testlab2)",
+    ),
+    "workers_per_host 0": (
+        {"workers/testlab2": {"ansible_host": SECOND_WORKER, "workers_per_host": 0}},
+        [],
+        "workers_per_host on testlab2 must be a whole number, 1 or more (got 0)",
+    ),
+    "unknown mode": ({}, ["-e", "task_mode=sometimes"], "task_mode must be ack or noack (got sometimes)"),
+    "missing images": (
+        {},
+        ["-e", "worker_image=workqueue-lab/worker:never-built", "-e", "workers_per_host=2"],
+        "the images workqueue-lab/worker:never-built and workqueue-lab/producer:latest are not both",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_fails_before_any_change(lab: docker.DockerClient, tmp_path: Path, case: str) -> None:
+    change, args, message = BAD_INPUTS[case]
+    deploy(lab)
+    before = lab_state(lab)
+    done = playbook("site.yml", *FAST, *args, inventory=_lab_inventory(tmp_path, change))
+    assert done.returncode != 0
+    assert message in " ".join(done.stdout.split())
+    assert all(count == 0 for count in changed(done).values())
+    assert lab_state(lab) == before, "a bad input must stop before any host is touched"
+
+
+def test_unreachable_host_fails_before_changes_on_healthy_hosts(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab)
+    before = lab_state(lab)
+    # On the lab's network, no host there; and a change asked for, which the preflight must stop.
+    ghost = {"workers/ghost": {"ansible_host": f"{TEST_LAB.subnet_prefix}.99"}}
+    inventory = _lab_inventory(tmp_path, ghost)
+    done = playbook("site.yml", *FAST, "-e", "workers_per_host=2", inventory=inventory)
+    assert done.returncode != 0
+    assert "ghost" in done.stdout and "UNREACHABLE" in done.stdout
+    assert all(count == 0 for count in changed(done).values())
+    assert lab_state(lab) == before, "no worker-2 anywhere: the healthy hosts were not touched"
+
+    # The report still reports, and says which host it could not read.
+    produce("-e", "task_count=2", "-e", "task_message=t")
+    reported, data = report(tmp_path / "reports", inventory=inventory)
+    assert data, reported.stdout[-3000:]
+    assert any(s.startswith("ghost: unreachable (") for s in data["missing"])
+    assert "! ghost: unreachable (" in reported.stdout
+
+
+def test_produce_refuses_a_run_a_worker_would_reject_and_sends_any_message_as_text(lab: docker.DockerClient) -> None:
+    deploy(lab)
+    # 5,000 tasks at 0.2 s a dot: the last is 1,000 s of work, past max_task_seconds (900).
+    done = playbook("produce.yml", *FAST, "-e", "task_count=5000")
+    assert done.returncode != 0
+    said = " ".join(done.stdout.split())
+    assert "the run's last task would take 1000.0 s of work, past max_task_seconds (900 s)" in said, said[-2000:]
+    assert "produce at most 4500 tasks (task i has i dots), or raise max_task_seconds" in said
+    assert "Run the producer" not in done.stdout, "refused before the producer ran"
+    # A message that starts like an option is a task's text ('--' ends the producer's options).
+    run_id = produce("-e", "task_count=1", "-e", "task_message=--url=amqp://elsewhere")
+    wait_until(lambda: list(done_by(lab, list(WORKERS), run_id)) == [1], 30, "the task done")
+
+
+def test_report_with_no_worker_says_so_in_one_line(lab: docker.DockerClient, tmp_path: Path) -> None:
+    inventory = _lab_inventory(tmp_path, {"broker": {"hosts": {}}, "workers": {"hosts": {}}, "producer": {"hosts": {}}})
+    done, data = report(tmp_path / "reports", inventory=inventory)
+    assert done.returncode != 0 and not data
+    assert "no run is in the events of the lab's workers and producer (no worker host was read" in done.stdout
+    assert "Traceback" not in done.stdout
 
 
 # --- secrets: the password on no command line, journal, log or output; a new one reaches every worker; TLS
@@ -533,117 +640,18 @@ def test_tls_workers_verify_the_broker_and_plain_amqp_is_closed_to_the_network(
         assert plain in worker["Config"]["Env"], worker["Config"]["Env"]
         assert [m["Destination"] for m in worker["Mounts"]] == ["/run/secrets/amqp_password"]
     assert on_result(lab, WORKER_A, "test", "-e", "/etc/workqueue-lab/ca.crt")[0] == 1
-    disturbed()
-    succeeded(playbook("teardown.yml"))
+    LAB.teardown()  # the teardown test below checks the rest of what it removes, on this lab
     assert on_result(lab, BROKER, "test", "-e", "/etc/rabbitmq/tls")[0] == 1
     assert not TLS_DIR.exists()
-
-
-# --- bad input and unreachable hosts: nothing changes
-
-
-def _lab_inventory(folder: Path, change: dict[str, object] | None = None) -> Path:
-    """The tests' lab inventory, with a change, in a folder of the test's."""
-    document = yaml.safe_load(TEST_LAB.inventory.read_text())
-    children = document["all"]["children"]
-    for key, value in (change or {}).items():
-        group, _, host = key.partition("/")
-        if value is None:
-            children.pop(group)
-        elif host:
-            children[group]["hosts"][host] = value
-        else:
-            children[group] = value
-    path = folder / "hosts.yml"
-    path.write_text(yaml.safe_dump(document))
-    (folder / "group_vars").symlink_to(ROOT / "inventory" / "group_vars")
-    return path
-
-
-SECOND_WORKER = f"{TEST_LAB.subnet_prefix}.12"  # testlab2's address
-# Each case asks for a change (a second worker per host, a mode, an image) that the preflight must stop.
-BAD_INPUTS = {
-    "no broker group": ({"broker": None}, ["-e", "workers_per_host=2"], "needs one host in group broker, or an odd"),
-    "two brokers": (
-        {"broker/testlab2": {"ansible_host": SECOND_WORKER}},
-        ["-e", "workers_per_host=2"],
-        "two survive nothing that one does not; it has 2: testlab1, testlab2)",
-    ),
-    "workers_per_host 0": (
-        {"workers/testlab2": {"ansible_host": SECOND_WORKER, "workers_per_host": 0}},
-        [],
-        "workers_per_host on testlab2 must be a whole number, 1 or more (got 0)",
-    ),
-    "unknown mode": ({}, ["-e", "task_mode=sometimes"], "task_mode must be ack or noack (got sometimes)"),
-    "missing images": (
-        {},
-        ["-e", "worker_image=workqueue-lab/worker:never-built", "-e", "workers_per_host=2"],
-        "the images workqueue-lab/worker:never-built and workqueue-lab/producer:latest are not both",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_fails_before_any_change(lab: docker.DockerClient, tmp_path: Path, case: str) -> None:
-    change, args, message = BAD_INPUTS[case]
-    deploy(lab)
-    before = lab_state(lab)
-    done = playbook("site.yml", *FAST, *args, inventory=_lab_inventory(tmp_path, change))
-    assert done.returncode != 0
-    assert message in " ".join(done.stdout.split())
-    assert all(count == 0 for count in changed(done).values())
-    assert lab_state(lab) == before, "a bad input must stop before any host is touched"
-
-
-def test_unreachable_host_fails_before_changes_on_healthy_hosts(lab: docker.DockerClient, tmp_path: Path) -> None:
-    deploy(lab)
-    before = lab_state(lab)
-    # On the lab's network, no host there; and a change asked for, which the preflight must stop.
-    ghost = {"workers/ghost": {"ansible_host": f"{TEST_LAB.subnet_prefix}.99"}}
-    inventory = _lab_inventory(tmp_path, ghost)
-    done = playbook("site.yml", *FAST, "-e", "workers_per_host=2", inventory=inventory)
-    assert done.returncode != 0
-    assert "ghost" in done.stdout and "UNREACHABLE" in done.stdout
-    assert all(count == 0 for count in changed(done).values())
-    assert lab_state(lab) == before, "no worker-2 anywhere: the healthy hosts were not touched"
-
-    # The report still reports, and says which host it could not read.
-    produce("-e", "task_count=2", "-e", "task_message=t")
-    reported, data = report(tmp_path / "reports", inventory=inventory)
-    assert data, reported.stdout[-3000:]
-    assert any(s.startswith("ghost: unreachable (") for s in data["missing"])
-    assert "! ghost: unreachable (" in reported.stdout
-
-
-def test_produce_refuses_a_run_a_worker_would_reject_and_sends_any_message_as_text(lab: docker.DockerClient) -> None:
-    deploy(lab)
-    # 5,000 tasks at 0.2 s a dot: the last is 1,000 s of work, past max_task_seconds (900).
-    done = playbook("produce.yml", *FAST, "-e", "task_count=5000")
-    assert done.returncode != 0
-    said = " ".join(done.stdout.split())
-    assert "the run's last task would take 1000.0 s of work, past max_task_seconds (900 s)" in said, said[-2000:]
-    assert "produce at most 4500 tasks (task i has i dots), or raise max_task_seconds" in said
-    assert "Run the producer" not in done.stdout, "refused before the producer ran"
-    # A message that starts like an option is a task's text ('--' ends the producer's options).
-    run_id = produce("-e", "task_count=1", "-e", "task_message=--url=amqp://elsewhere")
-    wait_until(lambda: list(done_by(lab, list(WORKERS), run_id)) == [1], 30, "the task done")
-
-
-def test_report_with_no_worker_says_so_in_one_line(lab: docker.DockerClient, tmp_path: Path) -> None:
-    inventory = _lab_inventory(tmp_path, {"broker": {"hosts": {}}, "workers": {"hosts": {}}, "producer": {"hosts": {}}})
-    done, data = report(tmp_path / "reports", inventory=inventory)
-    assert done.returncode != 0 and not data
-    assert "no run is in the events of the lab's workers and producer (no worker host was read" in done.stdout
-    assert "Traceback" not in done.stdout
 
 
 # --- teardown
 
 
 def test_teardown_removes_it_all_and_site_works_again(lab: docker.DockerClient) -> None:
-    deploy(lab)
-    disturbed()
-    succeeded(playbook("teardown.yml"))
+    if LAB.deployed != TORN_DOWN:  # in order, the TLS test before has just torn the lab down
+        deploy(lab)
+        LAB.teardown()
     for host in (*WORKERS, PRODUCER):
         assert on(lab, host, "docker", "ps", "-aq", "--filter", "label=workqueue-lab").strip() == ""
         assert "workqueue-lab/" not in on(lab, host, "docker", "images", "--format", "{{.Repository}}")
@@ -662,8 +670,7 @@ def test_teardown_removes_it_all_and_site_works_again(lab: docker.DockerClient) 
 
 def test_teardown_with_purge_removes_the_packages_too(lab: docker.DockerClient) -> None:
     deploy(lab)
-    disturbed()
-    succeeded(playbook("teardown.yml", "-e", "purge=true"))
+    LAB.teardown("-e", "purge=true")
     for host in (*WORKERS, PRODUCER):
         assert on_result(lab, host, "dpkg-query", "-W", "-f", "${Status}", "docker.io")[1] != "install ok installed"
     assert on_result(lab, BROKER, "dpkg-query", "-W", "-f", "${Status}", "rabbitmq-server")[1] != "install ok installed"

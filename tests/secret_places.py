@@ -8,10 +8,16 @@ import docker
 
 from virtual_lab.lab_runs import on, on_result, wait_until
 
+# Each process's command line, one a line, read from /proc by one awk (Debian's mawk, always there): half
+# the CPU of ps, which reads more of /proc, at 20 samples a second on every host while a playbook runs.
+COMMAND_LINES = (
+    """awk 'BEGIN { RS = "\\0" } FNR == 1 && NR > 1 { print "" } { printf "%s ", $0 } END { print "" }'"""
+    " /proc/[0-9]*/cmdline 2>/dev/null"
+)
 SAMPLER = (
     "touch /tmp/sampling; rm -f /tmp/ps-samples /tmp/ps-count; i=0;"
-    " while [ -e /tmp/sampling ] && [ $i -lt 4000 ]; do ps -eo args >> /tmp/ps-samples; i=$((i+1)); sleep 0.05; done;"
-    " echo $i > /tmp/ps-count"
+    f" while [ -e /tmp/sampling ] && [ $i -lt 4000 ]; do {COMMAND_LINES} >> /tmp/ps-samples; i=$((i+1)); sleep 0.05;"
+    " done; echo $i > /tmp/ps-count"
 )
 
 

@@ -235,7 +235,9 @@ def test_a_freeze_interrupted_with_ctrl_c_heals_anyway(lab: docker.DockerClient)
     wait_until(lambda: on(lab, WORKER_B, *paused).strip() == "false", 30, "the timer on the host resuming the worker")
 
 
-def test_a_drill_on_idle_workers_waits_for_a_task_in_hand_and_strikes_within_a_second(lab: docker.DockerClient) -> None:
+def test_a_kill_on_idle_workers_waits_strikes_within_a_second_and_ack_mode_redelivers_the_task(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
     deploy(lab)
     with ThreadPoolExecutor(max_workers=1) as pool:
         drilling = pool.submit(drill, "-e", "fault=kill", "-e", f"target={WORKER_B}", "-e", "wait=120")
@@ -245,7 +247,7 @@ def test_a_drill_on_idle_workers_waits_for_a_task_in_hand_and_strikes_within_a_s
             and on(lab, WORKER_B, "docker", "inspect", "-f", "{{.State.Running}}", "workqueue-worker-1").strip()
             == "true"
         ), "no task in hand: the drill waits"
-        run_id = produce("-e", "task_count=4", *LONG)
+        run_id = produce("-e", "task_count=6", *LONG)
         done = drilling.result(timeout=180)
     assert (
         "TASK [Wait until the worker holds a task, and strike then (-e wait=SECONDS, default 60; 0 strikes at once)]"
@@ -255,14 +257,13 @@ def test_a_drill_on_idle_workers_waits_for_a_task_in_hand_and_strikes_within_a_s
     # The run did not exist until the drill had waited 10 s with no task in hand (its own wait began after the
     # playbook's start-up, so its `waited` may be a little under 10 s): catching a task of it is the proof.
     assert caught["run_id"] == run_id and caught["waited"] > 0, caught
-    received = next(e for e in worker_events(lab, WORKER_B, run_id) if e["seq"] == caught["seq"])
+    held = caught["seq"]
+    received = next(e for e in worker_events(lab, WORKER_B, run_id) if e["seq"] == held)
     finished = on(lab, WORKER_B, "docker", "inspect", "-f", "{{.State.FinishedAt}}", "workqueue-worker-1").strip()
     killed = datetime.fromisoformat(finished[:26] + "+00:00").timestamp()  # to the microsecond
-    assert 0 < killed - received["ts"] < 1.0, f"struck {killed - received['ts']:.2f} s after #{caught['seq']} came"
+    assert 0 < killed - received["ts"] < 1.0, f"struck {killed - received['ts']:.2f} s after #{held} came"
 
-
-def test_drill_kill_in_ack_mode_redelivers_the_task_in_hand(lab: docker.DockerClient, tmp_path: Path) -> None:
-    run_id, held = drill_mid_run(lab, "kill", tasks=6)
+    # SIGKILL: the worker says nothing more; ack mode gives the task it held to the other worker.
     assert lab_runs.container_events(lab, WORKER_B)[-1]["event"] != "worker_stopped", "SIGKILL: not a word"
     assert unfinished(lab, WORKER_B, run_id) == {held}, "the task the drill caught, in hand when the kill came"
     wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 90, "every task done")
@@ -271,11 +272,11 @@ def test_drill_kill_in_ack_mode_redelivers_the_task_in_hand(lab: docker.DockerCl
     ]
     assert redelivered == [held]
     settled_counts(lab, "task_queue", (0, 0))
-    done, data = report(tmp_path, "-e", f"run_id={run_id}")
-    assert data["counts"] == {"done": 6} and f"6 sent, 6 done, 0 lost; 1 redelivered (#{held} " in done.stdout
+    reported, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 6} and f"6 sent, 6 done, 0 lost; 1 redelivered (#{held} " in reported.stdout
 
 
-# --- noack mode
+# --- noack mode: what the fault takes is lost, or late
 
 
 def test_drill_freeze_in_noack_mode_makes_its_tasks_late_not_lost(lab: docker.DockerClient, tmp_path: Path) -> None:

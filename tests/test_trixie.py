@@ -52,12 +52,14 @@ def lab() -> Iterator[docker.DockerClient]:
     hosts.down(client, TRIXIE_LAB)
     hosts.up(client, 4, TRIXIE_LAB, release="trixie")
     install_drop_by_default(client, BROKER)
-    _deployed["mode"] = None
+    _deployed.update(mode=None, site=None)
     yield client
     hosts.down(client, TRIXIE_LAB)
 
 
-_deployed: dict[str, str | None] = {"mode": None}
+# The mode site.yml last deployed (None: unknown, or disturbed since); "site": whether it ever did (a disturbed
+# lab, a worker stopped by a drill say, is still one for teardown.yml to remove).
+_deployed: dict[str, str | None] = {"mode": None, "site": None}
 
 
 def deploy(client: docker.DockerClient, mode: str = "ack") -> None:
@@ -66,6 +68,7 @@ def deploy(client: docker.DockerClient, mode: str = "ack") -> None:
         return
     _deployed["mode"] = None
     succeeded(playbook("site.yml", "-e", f"task_mode={mode}"))
+    _deployed["site"] = "yes"
     queue = "task_queue" if mode == "ack" else "hello"
     wait_until(lambda: consumers(client, queue) == 2, 60, f"two consumers on {queue}")
     _deployed["mode"] = mode
@@ -258,8 +261,9 @@ def test_noack_drill_on_debian_13_a_stopped_worker_loses_what_it_held(lab: docke
 def test_teardown_on_debian_13_removes_it_all_with_the_firewall_rule_then_purge_the_packages(
     lab: docker.DockerClient,
 ) -> None:
-    deploy(lab)
-    _deployed["mode"] = None
+    if not _deployed["site"]:  # in order, the drills before left it deployed (a worker stopped: no matter)
+        deploy(lab)
+    _deployed.update(mode=None, site=None)
     succeeded(playbook("teardown.yml"))
     for host in WORKERS:
         assert on(lab, host, "docker", "ps", "-aq", "--filter", "label=workqueue-lab").strip() == ""

@@ -93,7 +93,7 @@ def test_a_deleted_task_queue_is_declared_again_and_consumed_within_30_s(lab: La
     assert_running(workers)
 
 
-# The tutorial's worker.py as a student types it (step 3 of the README's exercise), on the lab's queue:
+# The tutorial's worker.py as a student types it (step 3 of the class exercise, docs/teaching.md), on the lab's queue:
 # durable, prefetch 1, the acknowledgement after the work, a second of work per dot.
 TUTORIAL_WORKER = """
 import sys, time

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv demo drills demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls bench-releases bench-scale lab-up lab-down lab-status clean
+.PHONY: help venv role-docs demo drills demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls bench-releases bench-scale lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
@@ -68,11 +68,16 @@ watch-web: venv
 	$(PY) -m report.web $(if $(INVENTORY),--inventory '$(INVENTORY)') $(if $(LISTEN),--listen '$(LISTEN)')
 
 lint: venv
+	$(PY) -m machine.role_docs --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/yamllint -c .yamllint.yml .
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --nocolor -q
+
+# Each role's table of variables in its README, made from its meta/argument_specs.yml (make lint checks it).
+role-docs: venv
+	$(PY) -m machine.role_docs
 
 # The tests start RabbitMQ nodes of their own (workqueue-tests, port 5673) and never touch yours.
 # Each run keeps its record in build/tests/: the output (with the slowest tests) and a JUnit XML of every test's time.

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pika.adapters.blocking_connection import BlockingChannel
 
-from machine import apt_sources
+from machine import apt_sources, role_docs
 from machine.packages import SetupError
 from report.live import SILENT_SECONDS
 from report.web.__main__ import parse_listen
@@ -176,28 +176,22 @@ def test_a_foreign_task_says_where_it_came_from() -> None:
     assert task_origin(pika.BasicProperties(app_id="pc7"), "x" * 100) == f"pc7: '{'x' * 57}...'"
 
 
-def _readme_rows(readme: str) -> dict[str, str]:
-    """A role README's variable table: each variable named in a row's first cell -> that row's default cell."""
-    rows = {}
-    for line in readme.splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) >= 3 and cells[0].startswith("`"):
-            rows.update(dict.fromkeys(re.findall(r"`([a-z0-9_]+)`", cells[0]), cells[1]))
-    return rows
-
-
 @pytest.mark.parametrize("role", sorted(path.name for path in (ROOT / "roles").iterdir()))
-def test_each_roles_readme_documents_exactly_its_argument_specs(role: str) -> None:
-    """meta/argument_specs.yml is the source; the README's table names the same variables, with the same defaults."""
-    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-    options = {name: option for entry in specs.values() for name, option in entry.get("options", {}).items()}
-    rows = _readme_rows((ROOT / "roles" / role / "README.md").read_text())
-    assert set(rows) == set(options), f"roles/{role}/README.md and its argument_specs differ"
-    for name, option in options.items():
-        default = option.get("default")
-        if isinstance(default, bool | int | float | str) and "{{" not in str(default):
-            said = {True: "true", False: "false"}[default] if isinstance(default, bool) else str(default) or '""'
-            assert said in rows[name], f"{name}: the README says {rows[name]}, the spec {said}"
+def test_each_role_variable_is_described_once_in_its_argument_specs(role: str) -> None:
+    """meta/argument_specs.yml is the one description: the README's table is made from it, defaults/main.yml
+    holds values with no comment on a variable, and the inventory's settings of the role point to its README."""
+    spec_file = ROOT / "roles" / role / "meta" / "argument_specs.yml"
+    readme = (ROOT / "roles" / role / "README.md").read_text()
+    assert role_docs.with_table(readme, role_docs.table(spec_file)) == readme, "run make role-docs"
+    names = set(role_docs.variables(spec_file))
+    for path in (ROOT / "roles" / role / "defaults" / "main.yml", ROOT / "inventory" / "group_vars" / "all.yml"):
+        block: list[str] = []  # the comment lines right above a line
+        for line in path.read_text().splitlines():
+            name = line.split(":", 1)[0]
+            if name in names and block:
+                said = " ".join(block)
+                assert "README.md" in said, f"{path.relative_to(ROOT)} describes {name} again: {said}"
+            block = [*block, line] if line.startswith("#") else []
 
 
 def test_the_inventorys_settings_of_a_role_are_the_roles_defaults() -> None:

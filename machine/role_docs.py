@@ -70,11 +70,11 @@ def variables(spec_file: Path) -> dict[str, Variable]:
 
 
 def table(spec_file: Path) -> str:
-    entry_points = list(yaml.safe_load(spec_file.read_text())["argument_specs"])
-    several = len(entry_points) > 1
+    found = variables(spec_file)
+    several = len({entry for variable in found.values() for entry in variable.entry_points}) > 1
     head = "| variable | default | meaning |" + (" taken by |" if several else "")
     rows = [head, "|---|---|---|" + ("---|" if several else "")]
-    for name, variable in variables(spec_file).items():
+    for name, variable in found.items():
         if variable.required_by:
             whom = ", ".join(f"`{e}`" for e in variable.required_by)
             default = "(required)" if variable.required_by == variable.entry_points else f"(required by {whom})"

@@ -207,8 +207,10 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
     tasks = _fates(highest, attempts, rejected, mode, unread, queue_state, broker_went, not_sent)
     if any(t.fate == UNACCOUNTED for t in tasks):
         missing.append(
-            "tasks seen by no worker and not in the queue: they may have gone to a worker whose logs are gone "
-            "(container recreated) or to a consumer outside the lab"
+            "tasks seen by no worker and not in the queue: they may have been on their way to a worker as it "
+            "stopped (noack mode: the broker counts a task sent as done with, and the worker drops what comes "
+            "after its stop), or gone to a worker whose logs are gone (container recreated) or to a consumer "
+            "outside the lab"
         )
     return RunReport(
         run_id=run_id,

@@ -25,9 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from report import fates, markdown, tables, terminal
-from report.gathered import QueueState, read_folder
+from report.gathered import read_folder
 from report.live import LiveState
-from report.web.heard import CATCH_UP_SECONDS, Heard
 from tests.test_report import ACK_RUN, copy_of, report_of
 from worker_image import worker as worker_module
 from workqueue.events import EventReader, checked, read_events
@@ -299,99 +298,6 @@ def test_the_terminal_views_state_takes_forged_events_and_carries_on() -> None:
     on_message(None, None, None, json.dumps(real).encode())
     assert reader.dropped == 4
     assert list(state.workers) == ["pc1/worker-1"] and state.workers["pc1/worker-1"].in_hand() == "#1"
-
-
-# --- the web view's verdict: never "unaccounted" while the feed has not caught up with the count
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _worker_event(kind: str, worker: str, seq: int | None = None, **fields: Any) -> dict[str, Any]:
-    task = {"run_id": ACK_RUN, "seq": seq, "message_id": None} if seq is not None else {}
-    return {"event": kind, "ts": NOW, "program": "worker", "host": "pc", "worker": worker, **task, **fields}
-
-
-def _producer_event(kind: str, **fields: Any) -> dict[str, Any]:
-    return {"event": kind, "ts": NOW, "program": "producer", "run_id": ACK_RUN, "mode": "ack", **fields}
-
-
-def _verdict(heard: Heard) -> fates.RunReport:
-    gathered, _ = heard.read(NOW + 5)
-    return fates.build(gathered, ACK_RUN)
-
-
-def _two_workers_one_run(clock: _Clock) -> Heard:
-    """What the view has heard: two workers, a run of two tasks published, #1 in worker-1's hands."""
-    heard = Heard(clock)
-    heard.add([_worker_event("worker_started", w, mode="ack") for w in ("worker-1", "worker-2")])
-    heard.add([_producer_event("run_started", count=2, queue="task_queue")])
-    heard.add([_worker_event("received", "worker-1", 1, redelivered=False)])
-    heard.add([_producer_event("run_finished", sent=2, confirmed=2, unconfirmed=[], resent=[])])
-    return heard
-
-
-@pytest.mark.parametrize("truly_missing", [False, True])
-def test_a_task_on_its_way_to_a_worker_is_never_unaccounted_until_the_feed_catches_up(truly_missing: bool) -> None:
-    """The worst order: the broker's count (0 ready) comes before the word of the worker that got #2.
-
-    The page then knew #2 was in no queue and no worker's hands, and called it unaccounted
-    while it was on its way (issue 31). It is queued until every worker has spoken since the count.
-    """
-    clock = _Clock()
-    heard = _two_workers_one_run(clock)
-    clock.now += 0.1
-    heard.counted([QueueState("task_queue", 0, 0, 2)], "task_queue")  # #2 handed to worker-2, which has not said so
-    clock.now += 0.1
-    heard.add([_worker_event("done", "worker-1", 1, work_seconds=0.0)])
-    report = _verdict(heard)
-    assert "unaccounted" not in report.verdict and not report.settled
-    assert report.verdict.endswith("still running: 1 queued (report again when it settles)"), report.verdict
-
-    clock.now += CATCH_UP_SECONDS
-    heard.add([_worker_event("alive", "worker-1", mode="ack")])
-    if not truly_missing:
-        heard.add([_worker_event("received", "worker-2", 2, redelivered=False)])
-        report = _verdict(heard)
-        assert report.verdict.endswith("still running: 1 in progress (report again when it settles)")
-        heard.add([_worker_event("done", "worker-2", 2, work_seconds=0.0)])
-        assert _verdict(heard).verdict == "2 sent, 2 done, 0 lost" and _verdict(heard).settled
-    else:
-        heard.add([_worker_event("alive", "worker-2", mode="ack")])
-        # Every worker spoke after the count: #2 is in no worker's hands and no queue.
-        report = _verdict(heard)
-        assert report.verdict == "2 sent, 1 done, 0 lost; 1 unaccounted (#2)" and report.settled
-
-
-def test_a_count_saying_nobody_consumes_while_workers_speak_is_never_believed() -> None:
-    """A quorum queue's stat gives up after 250 ms and answers "0 ready, 0 consumers".
-
-    The worst order on a busy broker: #2 waits in the queue (counted, 1 ready) while both
-    workers are busy; the next count is that no-answer; then both workers speak. Believed,
-    the no-answer made #2 gone: "1 unaccounted (#2)" while the broker held it.
-    """
-    clock = _Clock()
-    heard = _two_workers_one_run(clock)
-    clock.now += 0.1
-    heard.counted([QueueState("task_queue", 1, 0, 2)], "task_queue")  # #2 waits
-    clock.now += 0.3
-    heard.counted([QueueState("task_queue", 0, 0, 0)], "task_queue")  # the stat's no-answer
-    clock.now += CATCH_UP_SECONDS
-    heard.add([_worker_event("done", "worker-1", 1, work_seconds=0.0)])
-    heard.add([_worker_event("alive", "worker-2", mode="ack")])
-    report = _verdict(heard)
-    assert report.verdict == "2 sent, 1 done, 0 lost; still running: 1 queued (report again when it settles)"
-    # Once every worker has stopped, nobody consumes: the broker's word is believed again.
-    heard.add([_worker_event("worker_stopped", w, signal="SIGTERM") for w in ("worker-1", "worker-2")])
-    clock.now += 0.1
-    heard.counted([QueueState("task_queue", 0, 0, 0)], "task_queue")
-    clock.now += CATCH_UP_SECONDS
-    assert _verdict(heard).verdict == "2 sent, 1 done, 0 lost; 1 unaccounted (#2)"
 
 
 def test_seconds_of_a_forged_time_cannot_stretch_the_picture() -> None:

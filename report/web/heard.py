@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,8 +22,10 @@ from workqueue.queues import Mode
 
 EVENTS_PER_WORKER = 50_000  # the oldest go first: a view left open for days stays small
 # A worker publishes what it did at least every FEED_INTERVAL (0.2 s) while it works, and says it
-# is alive every 5 s when idle: a word heard this long after a count tells every task it had by then.
+# is alive every 5 s when idle: a word it wrote this long after a count tells every task it had by then.
 CATCH_UP_SECONDS = 1.0
+# A worker's clock against this view's: the least (arrival - newest event time) of its last messages.
+OFFSET_MESSAGES = 20
 
 
 @dataclass
@@ -33,6 +36,16 @@ class _Worker:
     stopped: bool = False  # it said worker_stopped, and has not started again
     last_heard: float = 0.0
     heard_at: float = 0.0  # when its last word arrived here, by this view's clock (monotonic)
+    # Its last messages: each one's newest event time (its clock) and when it arrived here (ours). A
+    # message arrives after it was written: arrival less time stamp is never below the two clocks'
+    # difference, and close to it for a message sent at once. A forged stamp leaves with its message.
+    told: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=OFFSET_MESSAGES))
+
+    def told_until(self) -> float:
+        """Until when, by this view's wall clock, the worker has told what it did (its clock read through ours)."""
+        if not self.told:
+            return 0.0
+        return max(stamp for stamp, _ in self.told) + min(arrived - stamp for stamp, arrived in self.told)
 
 
 @dataclass(frozen=True)
@@ -44,14 +57,16 @@ class FeedState:
 class Heard:
     """Thread-safe: the listener writes, the page reads."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._clock = clock
+        self._wall = wall
         self._workers: dict[tuple[str, str], _Worker] = {}
         self._producer: list[Event] = []
-        # The broker's counts, each with when it was taken and whether it can be believed; the
-        # oldest is the newest that the events had caught up with when last read (see _count_to_tell).
-        self._counts: list[tuple[float, bool, list[QueueState]]] = []
+        # The broker's counts, each with when it was taken (this view's clock, and its wall clock) and
+        # whether it can be believed; the oldest is the newest that the events had caught up with when
+        # last read (see _count_to_tell).
+        self._counts: list[tuple[float, float, bool, list[QueueState]]] = []
         self._publishing_until = 0.0  # when the producer's last word on a run's end (or start) came
         self._publishing = False  # a run started and its end not heard yet
         self._mode: Mode | None = None
@@ -59,8 +74,10 @@ class Heard:
         self.reader = EventReader()  # the feed's messages that are not the programs' events: dropped, counted
 
     def add(self, events: list[Event]) -> None:
+        """One message of the feed: its events, as they came."""
         with self._lock:
-            arrived = self._clock()
+            arrived, arrived_wall = self._clock(), self._wall()
+            newest: dict[tuple[str, str], float] = {}
             for event in events:
                 if event.get("program") == "producer":
                     self._producer.append(event)
@@ -73,6 +90,7 @@ class Heard:
                 worker = self._workers.setdefault(key, _Worker(*key))
                 worker.last_heard = float(event.get("ts", time.time()))
                 worker.heard_at = arrived
+                newest[key] = max(newest.get(key, 0.0), worker.last_heard)
                 kind = event.get("event")
                 if kind in ("worker_started", "alive"):
                     self._mode = Mode.named(event.get("mode")) or self._mode
@@ -81,6 +99,8 @@ class Heard:
                 worker.stopped = kind == "worker_stopped" or (worker.stopped and kind != "worker_started")
                 worker.events.append(event)
                 del worker.events[:-EVENTS_PER_WORKER]
+            for key, stamp in newest.items():
+                self._workers[key].told.append((stamp, arrived_wall))
 
     def counted(self, queues: list[QueueState], consumed: str) -> None:
         """The broker's counts of the queues that exist now; ``consumed``: the queue the workers consume from.
@@ -93,7 +113,7 @@ class Heard:
         with self._lock:
             clock = self._clock()
             nobody = any(q.name == consumed and q.consumers == 0 for q in queues)
-            self._counts.append((clock, not (nobody and self._speaking(clock)), queues))
+            self._counts.append((clock, self._wall(), not (nobody and self._speaking(clock)), queues))
 
     def feed(self, state: FeedState) -> None:
         with self._lock:
@@ -118,32 +138,41 @@ class Heard:
 
         The broker counts a task handed to a worker as no longer ready at once; the worker's word
         that it got it comes with its next feed message. A count is complete once the producer had
-        finished publishing before it and every worker still speaking has been heard since it
-        (CATCH_UP_SECONDS after); until then a task that is in no count and no event may be on its way.
+        finished publishing before it and every worker still speaking has told what it did until
+        CATCH_UP_SECONDS after it, by the time stamps of its own events: a message that arrives
+        late (a busy broker, a busy view) may have been written before the worker got the task,
+        and its arrival says nothing. Until then a task that is in no count and no event may be on
+        its way.
         """
         if not self._counts:
             return None
         clock = self._clock()
-        caught_up = min(self._speaking(clock), default=clock) - CATCH_UP_SECONDS
+        caught_up = min(self._told_until(clock), default=self._wall()) - CATCH_UP_SECONDS
         # While the producer publishes, no count can be complete: tasks come after it.
         complete = (
             []
             if self._publishing
             else [
                 i
-                for i, (at, believable, _) in enumerate(self._counts)
-                if believable and self._publishing_until <= at <= caught_up
+                for i, (at, at_wall, believable, _) in enumerate(self._counts)
+                if believable and self._publishing_until <= at and at_wall <= caught_up
             ]
         )
         if complete:
             del self._counts[: complete[-1]]  # older ones are of no more use
-            return self._counts[0][2]
+            return self._counts[0][3]
         del self._counts[1:-1]  # the last complete one (if any), and the newest
-        return [dataclasses.replace(q, complete=False) for q in self._counts[-1][2]]
+        return [dataclasses.replace(q, complete=False) for q in self._counts[-1][3]]
 
-    def _speaking(self, clock: float) -> list[float]:
-        """When each worker still speaking (not stopped, heard within SILENT_SECONDS) was last heard."""
-        return [w.heard_at for w in self._workers.values() if not w.stopped and clock - w.heard_at <= SILENT_SECONDS]
+    def _live(self, clock: float) -> list[_Worker]:
+        """The workers still speaking: not stopped, heard within SILENT_SECONDS."""
+        return [w for w in self._workers.values() if not w.stopped and clock - w.heard_at <= SILENT_SECONDS]
+
+    def _speaking(self, clock: float) -> bool:
+        return bool(self._live(clock))
+
+    def _told_until(self, clock: float) -> list[float]:
+        return [w.told_until() for w in self._live(clock)]
 
 
 def _container(worker: _Worker, now: float) -> Container:

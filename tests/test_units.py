@@ -352,7 +352,7 @@ def test_a_worker_thawed_past_the_brokers_patience_counts_its_task_done_whicheve
     label = TaskLabel(RUN, 1, "m1")
     cancelled = _CancelledOnThaw(clock, frozen)
     channel = cast(BlockingChannel, None)  # never used: neither path acknowledges
-    worker._inbox.put(worker_module.Delivery(channel, 1, label, "long.", 1.0, cancelled, label.encoded()))
+    worker._inbox.put(worker_module.Delivery(channel, 1, label, 1.0, cancelled, label.encoded()))
     worker._inbox.put(None)
     worker._work_loop()
     worker.out.flush()

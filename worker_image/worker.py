@@ -88,7 +88,6 @@ class Delivery:
     channel: BlockingChannel
     tag: int
     label: TaskLabel
-    body: str
     seconds: float  # of work: the body's dots times --seconds-per-dot
     # Set when the task must not be finished: the worker is stopping or, in
     # ack mode, the connection it came on is gone (the broker redelivers it).
@@ -359,7 +358,7 @@ class Worker:
         with self._pending_lock:
             self._pending += 1
         self.out.write(received + "\n", self.out.event_line("received", received_fields))
-        delivery = Delivery(channel, method.delivery_tag, label, text, seconds, self._cancel, encoded)
+        delivery = Delivery(channel, method.delivery_tag, label, seconds, self._cancel, encoded)
         if self.config.ack:
             self._handed.add(delivery.tag)
         self._inbox.put(delivery)

@@ -63,11 +63,11 @@ class Heard:
         self._wall = wall
         self._workers: dict[tuple[str, str], _Worker] = {}
         self._producer: list[Event] = []
-        # The broker's counts, each with when it was taken (this view's clock, and its wall clock) and
-        # whether it can be believed; the oldest is the newest that the events had caught up with when
-        # last read (see _count_to_tell).
-        self._counts: list[tuple[float, float, bool, list[QueueState]]] = []
-        self._publishing_until = 0.0  # when the producer's last word on a run's end (or start) came
+        # The broker's counts, each with when it was taken (wall clock: the workers' stamps are read
+        # against it) and whether it can be believed; the oldest is the newest that the events had
+        # caught up with when last read (see _count_to_tell).
+        self._counts: list[tuple[float, bool, list[QueueState]]] = []
+        self._publishing_until = 0.0  # when the producer's last word on a run's end (or start) came (wall clock)
         self._publishing = False  # a run started and its end not heard yet
         self._mode: Mode | None = None
         self._feed = FeedState(False, "connecting to the broker")
@@ -84,7 +84,7 @@ class Heard:
                     self._mode = Mode.named(event.get("mode")) or self._mode
                     if event.get("event") in ("run_started", "run_finished"):
                         self._publishing = event.get("event") == "run_started"
-                        self._publishing_until = arrived
+                        self._publishing_until = arrived_wall
                     continue
                 key = (str(event.get("host", "?")), str(event.get("worker", "?")))
                 worker = self._workers.setdefault(key, _Worker(*key))
@@ -113,7 +113,7 @@ class Heard:
         with self._lock:
             clock = self._clock()
             nobody = any(q.name == consumed and q.consumers == 0 for q in queues)
-            self._counts.append((clock, self._wall(), not (nobody and self._speaking(clock)), queues))
+            self._counts.append((self._wall(), not (nobody and self._live(clock)), queues))
 
     def feed(self, state: FeedState) -> None:
         with self._lock:
@@ -147,32 +147,26 @@ class Heard:
         if not self._counts:
             return None
         clock = self._clock()
-        caught_up = min(self._told_until(clock), default=self._wall()) - CATCH_UP_SECONDS
+        caught_up = min((w.told_until() for w in self._live(clock)), default=self._wall()) - CATCH_UP_SECONDS
         # While the producer publishes, no count can be complete: tasks come after it.
         complete = (
             []
             if self._publishing
             else [
                 i
-                for i, (at, at_wall, believable, _) in enumerate(self._counts)
-                if believable and self._publishing_until <= at and at_wall <= caught_up
+                for i, (at, believable, _) in enumerate(self._counts)
+                if believable and self._publishing_until <= at <= caught_up
             ]
         )
         if complete:
             del self._counts[: complete[-1]]  # older ones are of no more use
-            return self._counts[0][3]
+            return self._counts[0][2]
         del self._counts[1:-1]  # the last complete one (if any), and the newest
-        return [dataclasses.replace(q, complete=False) for q in self._counts[-1][3]]
+        return [dataclasses.replace(q, complete=False) for q in self._counts[-1][2]]
 
     def _live(self, clock: float) -> list[_Worker]:
         """The workers still speaking: not stopped, heard within SILENT_SECONDS."""
         return [w for w in self._workers.values() if not w.stopped and clock - w.heard_at <= SILENT_SECONDS]
-
-    def _speaking(self, clock: float) -> bool:
-        return bool(self._live(clock))
-
-    def _told_until(self, clock: float) -> list[float]:
-        return [w.told_until() for w in self._live(clock)]
 
 
 def _container(worker: _Worker, now: float) -> Container:

@@ -370,6 +370,13 @@ def _follow_task(event: Event, summary: WorkerSummary, held: dict[int, list[Atte
         else:
             attempt.outcome = str(event.get("fate", LOST))
         attempt.work_seconds = float(event.get("work_seconds", 0.0))
+    elif kind == "done" and event.get("refused"):
+        # A thawed worker's two threads race: when the I/O thread said connection_lost first, that
+        # ended the attempt as given back; the work thread's late done says its work was done all the same.
+        given_back = [a for a in summary.attempts if a.seq == seq and a.outcome == REQUEUED]
+        if given_back:
+            given_back[-1].ended, given_back[-1].outcome = event["ts"], REFUSED
+            given_back[-1].work_seconds = float(event.get("work_seconds", 0.0))
 
 
 def _end_held(held: dict[int, list[Attempt]], when: float, outcome: str) -> None:

@@ -129,6 +129,8 @@ class RunReport:
     faults: list[Fault] = field(default_factory=list)
     # noack: when the broker went during the run (every worker lost its connection), if it did.
     broker_went: float | None = None
+    # When the run's queue was deleted under the workers (the broker cancelled their consumers), if it was.
+    queue_deleted: float | None = None
     # ack: the tasks the broker holds in task_queue.rejected (a worker refused them, or they passed
     # the delivery limit of the lab's policy), whichever run they came from; None: not read.
     dead_lettered: int | None = None
@@ -204,7 +206,9 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
     highest = max([sent or 0, count, *(a.seq for a in attempts), *rejected])
     unread = sorted({*gathered.unread_hosts, *(f"{c.host}/{c.name}" for c in newer)})
     broker_went = _broker_went(gathered.containers, run_start) if mode is Mode.NOACK else None
-    tasks = _fates(highest, attempts, rejected, mode, unread, queue_state, broker_went, not_sent)
+    queue_deleted = _queue_deleted(gathered.containers, run_start, queue_name)
+    went = _Went(broker_went, queue_deleted, queue_name)
+    tasks = _fates(highest, attempts, rejected, mode, unread, queue_state, went, not_sent)
     if any(t.fate == UNACCOUNTED for t in tasks):
         missing.append(
             "tasks seen by no worker and not in the queue: they may have been on their way to a worker as it "
@@ -226,6 +230,7 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
         foreign=foreign_tasks(gathered, run_id, run_start),
         faults=_faults_during(gathered.faults, attempts, run_start),
         broker_went=broker_went,
+        queue_deleted=queue_deleted,
         dead_lettered=_dead_lettered(gathered.queues) if mode is Mode.ACK else None,
         strays=strays,
     )
@@ -400,6 +405,37 @@ def _broker_went(containers: list[Container], run_start: float | None) -> float 
     return min(firsts) if firsts else None
 
 
+def _queue_deleted(containers: list[Container], run_start: float | None, queue: str | None) -> float | None:
+    """When the run's queue was deleted during the run, if it was: the broker cancels every consumer of a deleted
+    queue, and a worker says so (``consumer_cancelled``) before it declares the queue again."""
+    cancelled = [
+        float(e["ts"])
+        for container in containers
+        for e in container.events
+        if e.get("event") == "consumer_cancelled"
+        and e.get("queue") == queue
+        and (run_start is None or e["ts"] >= run_start)
+    ]
+    return min(cancelled, default=None)
+
+
+@dataclass(frozen=True)
+class _Went:
+    """What took the tasks waiting in the queue with it, if anything did: the broker (noack: a transient
+    queue), or the queue itself, deleted."""
+
+    broker: float | None = None
+    queue_deleted: float | None = None
+    queue: str | None = None
+
+    def note(self) -> str | None:
+        if self.broker is not None:
+            return f"lost with the broker at {clock(self.broker)}: the transient queue went with it"
+        if self.queue_deleted is not None:
+            return f"lost with {self.queue}, deleted at {clock(self.queue_deleted)}: it waited there"
+        return None
+
+
 def _work_starts(attempts: list[Attempt]) -> None:
     """A worker does one task at a time: each starts when it arrived or when the one before ended."""
     free_at = 0.0
@@ -421,7 +457,7 @@ def _fates(
     mode: Mode | None,
     unread: list[str],
     queue_state: QueueState | None,
-    broker_went: float | None = None,
+    went: _Went | None = None,
     not_sent: set[int] | None = None,
 ) -> list[TaskFate]:
     by_seq: dict[int, list[Attempt]] = {}
@@ -443,7 +479,7 @@ def _fates(
             why = "never confirmed by the broker" if mode is Mode.ACK else "the producer lost its connection"
             fates.append(TaskFate(seq, NOT_SENT, tries, f"not sent: {why}"))
             continue
-        fates.append(_fate(seq, tries, seq in rejected, seq in queued, mode, unread, broker_went))
+        fates.append(_fate(seq, tries, seq in rejected, seq in queued, mode, unread, went or _Went()))
     return fates
 
 
@@ -454,7 +490,7 @@ def _fate(
     queued: bool,
     mode: Mode | None,
     unread: list[str],
-    broker_went: float | None = None,
+    went: _Went,
 ) -> TaskFate:
     if any(a.outcome in WORKED for a in tries):
         by = [
@@ -476,10 +512,8 @@ def _fate(
         return TaskFate(seq, IN_PROGRESS, tries, f"in {last.worker}'s hands")
     if queued:
         return TaskFate(seq, QUEUED, tries, "not delivered yet: the broker holds it")
-    if broker_went is not None and not unread:
-        return TaskFate(
-            seq, LOST, tries, f"lost with the broker at {clock(broker_went)}: the transient queue went with it"
-        )
+    if (lost_with := went.note()) is not None and not unread:
+        return TaskFate(seq, LOST, tries, lost_with)
     if unread:
         return TaskFate(seq, UNKNOWN, tries, f"seen by no worker that was read; not read: {', '.join(unread)}")
     return TaskFate(seq, UNACCOUNTED, tries, "seen by no worker, not in the queue")
@@ -490,21 +524,18 @@ def verdict(report: RunReport) -> str:
     sent = f"{report.sent} sent" if report.sent is not None else f"{len(report.tasks)} seen (number sent unknown)"
     parts = [sent, f"{report.count(DONE)} done", f"{report.count(LOST)} lost"]
     lost_by_worker: dict[str, list[TaskFate]] = {}
-    with_the_broker: list[TaskFate] = []
+    lost_with: dict[str, list[TaskFate]] = {}  # with the broker, or the queue: what the note says before ": "
     for task in report.tasks:
         if task.fate == LOST and task.dispatched_to:
             lost_by_worker.setdefault(task.dispatched_to, []).append(task)
         elif task.fate == LOST:
-            with_the_broker.append(task)
+            lost_with.setdefault(task.note.partition(": ")[0], []).append(task)
     text = ", ".join(parts)
     groups = [
         f"{seq_list(t.seq for t in tasks)}: dispatched to {worker}, stopped at {clock(tasks[0].attempts[-1].ended)}"
         for worker, tasks in lost_by_worker.items()
     ]
-    if with_the_broker:
-        groups.append(
-            f"{seq_list(t.seq for t in with_the_broker)}: lost with the broker at {clock(report.broker_went)}"
-        )
+    groups += [f"{seq_list(t.seq for t in tasks)}: {what}" for what, tasks in lost_with.items()]
     if groups:
         text += f" ({'; '.join(groups)})"
     again = report.redelivered

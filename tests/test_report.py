@@ -511,3 +511,24 @@ def test_the_report_says_what_the_dead_letter_queue_holds_in_ack_mode() -> None:
     )
     empty = fates.build(Gathered(producer_events=producer, queues=queues[:1]), run)
     assert empty.dead_lettered == 0 and "rejected" not in tables.broker_line(empty)
+
+
+def test_tasks_waiting_in_a_deleted_task_queue_are_lost_with_it(tmp_path: Path) -> None:
+    # As if a student had deleted task_queue while #9 and #10 waited in it: the broker cancelled both
+    # workers' consumers (each says so), and the queue they declared again is empty.
+    folder = _without_tasks(tmp_path, {9, 10}, ready=0)
+    deleted = report_of(folder).started + 2
+    for path in (folder / "workers").glob("*.json"):
+
+        def cancelled(events: list[dict]) -> list[dict]:
+            host, worker = events[0]["host"], events[0]["worker"]
+            said = {"event": "consumer_cancelled", "ts": deleted + 0.01, "host": host, "worker": worker}
+            return sorted([*events, {**said, "queue": "task_queue"}], key=lambda e: e["ts"])
+
+        _edit_events(path, cancelled)
+    report = report_of(folder)
+    assert report.queue_deleted == pytest.approx(deleted + 0.01)
+    lost = [t for t in report.tasks if t.fate == fates.LOST]
+    assert [t.seq for t in lost] == [9, 10] and report.count(fates.UNACCOUNTED) == 0
+    assert f"2 lost (#9-#10: lost with task_queue, deleted at {fates.clock(deleted + 0.01)})" in report.verdict
+    assert not any("seen by no worker and not in the queue" in s for s in report.missing)

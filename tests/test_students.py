@@ -21,9 +21,11 @@ import pytest
 import yaml
 
 from producer.students import poison
+from report import fates
+from report.gathered import Container, Gathered
 from tests.conftest import NODE, URL, VHOST, account, assert_counts, consumer_count, ctrl_c, declared
 from tests.test_watch import Watch
-from virtual_lab.processes import ROOT, Program, done_seqs
+from virtual_lab.processes import ROOT, Program
 from virtual_lab.processes import LocalLab as Lab
 from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, declare_events, queue_spec
 
@@ -75,21 +77,39 @@ def test_poison_messages_are_refused_one_line_each_and_the_run_is_done(lab: Lab)
     assert "\x1b" not in said
 
 
-def test_a_deleted_task_queue_is_declared_again_and_consumed_within_30_s(lab: Lab) -> None:
-    workers = lab.workers(2, "--mode", "ack", "--seconds-per-dot", "0")
+def test_a_deleted_task_queue_is_declared_again_consumed_within_30_s_and_named_by_the_report(lab: Lab) -> None:
+    workers = lab.workers(2, "--mode", "ack", "--seconds-per-dot", "1")
+    # Each worker holds a task (#1: 1 s, #2: 2 s) while #3 and #4 wait in the queue; then a student deletes it.
+    first = lab.produce("4", "--mode", "ack")
+
+    def in_hand() -> set[int]:
+        return {e["seq"] for w in workers for e in w.events("received")}
+
+    workers[0].wait_for(lambda: in_hand() == {1, 2}, 10, "#1 and #2 in the workers' hands")
     connection = pika.BlockingConnection(pika.URLParameters(URL))
     connection.channel().queue_delete(SPEC.name)
     deleted = time.monotonic()
     connection.close()
     for worker in workers:
         worker.wait_for_event("consumer_cancelled", timeout=30)
+    (run_id,) = {e["run_id"] for e in first.events("run_started")}
+    containers = [Container("here", w.name, True, "", w.events()) for w in workers]
+    report = fates.build(Gathered(containers=containers, producer_events=first.events()), run_id)
+    cancelled = report.queue_deleted
+    assert cancelled is not None and report.seqs(fates.LOST) == [3, 4], report.verdict
+    assert f"2 lost (#3-#4: lost with task_queue, deleted at {fates.clock(cancelled)})" in report.verdict
     deadline = deleted + 30
     while consumer_count(SPEC.name) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert consumer_count(SPEC.name) == 2, "both workers consume the queue again"
     producer = lab.produce("4", "--mode", "ack")
     assert producer.process.returncode == 0, producer.errors()
-    workers[0].wait_for(lambda: len(done_seqs(workers)) == 4, 30, "the next run's tasks done")
+    (next_run,) = {e["run_id"] for e in producer.events("run_started")}
+
+    def done_of_next_run() -> set[int]:
+        return {e["seq"] for w in workers for e in w.events("done") if e["run_id"] == next_run}
+
+    workers[0].wait_for(lambda: done_of_next_run() == {1, 2, 3, 4}, 30, "the next run's tasks done")
     assert_running(workers)
 
 

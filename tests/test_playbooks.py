@@ -27,6 +27,7 @@ import yaml
 
 from report import lab_settings
 from tests.conftest import changed_nothing
+from tests.host_firewall import GUARD_TABLE, outsider_reaches
 from tests.playbook_lab import (
     FAST,
     GUEST,
@@ -148,6 +149,11 @@ def test_site_on_fresh_hosts_deploys_broker_and_connected_workers(lab: docker.Do
     assert 'credentials=pika.PlainCredentials("student", PASSWORD)))' in done.stdout
     said = " ".join(done.stdout.split())  # the output's YAML folds long lines
     assert f"(PASSWORD: in {CLASS_CREDENTIALS.resolve()}, for the class, out of band;" in said
+    # The broker's host has no firewall of its own: the lab's guard lets its hosts (and this machine) reach the
+    # AMQP port, and nothing else reach any of the broker's ports; a single node's cluster ports are closed to all.
+    broker_ports = [5672, 4369, 25672]
+    assert outsider_reaches(lab, TEST_LAB.network, BROKER_ADDRESS, broker_ports) == dict.fromkeys(broker_ports, False)
+    assert [reaches(lab, WORKER_A, port) for port in broker_ports] == [True, False, False]
     # The class account has no tag; guest, an administrator on loopback, is gone (RabbitMQ's checklist).
     assert broker_users(lab) == {"workqueue": [], "student": []}
     # The workers run hardened: no capability, no new privilege, a read-only root, bounded memory,
@@ -661,11 +667,17 @@ def test_teardown_removes_it_all_and_site_works_again(lab: docker.DockerClient) 
     assert not {"workqueue", "student"} & set(on(lab, BROKER, "rabbitmqctl", "list_users", "-q").split())
     assert "workqueue-task-queue" not in on(lab, BROKER, "rabbitmqctl", "list_policies", "-q", "-p", "/")
     assert on_result(lab, BROKER, "test", "-e", "/etc/rabbitmq/rabbitmq.conf")[0] == 1
+    # The guard went with its unit: the broker (still installed) answers an outsider again.
+    assert GUARD_TABLE not in on(lab, BROKER, "nft", "list", "tables")
+    assert outsider_reaches(lab, TEST_LAB.network, BROKER_ADDRESS, [4369]) == {4369: True}
     again = playbook("teardown.yml")
     succeeded(again)
     changed_nothing(again, ALL_HOSTS)
 
-    deploy(lab)
+    # site works again; with the guard turned off, the broker's host is left as its own firewall has it.
+    deploy(lab, "-e", "host_firewall_guard=false")
+    assert GUARD_TABLE not in on(lab, BROKER, "nft", "list", "tables")
+    assert outsider_reaches(lab, TEST_LAB.network, BROKER_ADDRESS, [5672]) == {5672: True}
 
 
 def test_teardown_with_purge_removes_the_packages_too(lab: docker.DockerClient) -> None:

@@ -23,7 +23,7 @@ import yaml
 
 from machine import engine, images
 from tests.conftest import changed_nothing, succeeded
-from tests.host_firewall import connects, install_drop_by_default, lab_rules
+from tests.host_firewall import connects, install_drop_by_default, lab_rules, outsider_reaches
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import TRIXIE_LAB
 from virtual_lab.lab_runs import done_by, on, on_result, queue_row, run_id_of, unfinished, wait_until
@@ -197,18 +197,7 @@ def test_site_on_debian_13_opens_the_firewall_to_the_lab_only_and_a_rerun_change
     password = PASSWORD_FILE.read_text().strip()
     parameters = pika.URLParameters(f"amqp://workqueue:{password}@{BROKER_ADDRESS}:5672/workqueue")
     pika.BlockingConnection(parameters).close()
-    outsider = lab.containers.run(
-        "workqueue-lab/python:latest",
-        ["python3", "-c", f"import socket; socket.create_connection(('{BROKER_ADDRESS}', 5672), timeout=3)"],
-        network=TRIXIE_LAB.network,
-        detach=True,
-    )
-    try:
-        code = outsider.wait(timeout=30)["StatusCode"]
-        said = outsider.logs().decode()
-    finally:
-        outsider.remove(force=True)
-    assert code != 0 and "TimeoutError" in said, said
+    assert outsider_reaches(lab, TRIXIE_LAB.network, BROKER_ADDRESS, [5672]) == {5672: False}
     assert connects(lab, WORKER_A, BROKER_ADDRESS, 5672)
 
     # Docker came to the three other hosts through the cache: its package crossed the uplink once.

@@ -30,7 +30,9 @@ $(STAMP): pyproject.toml
 	  else echo "error: $(PYTHON) cannot make a virtualenv: sudo apt-get install python3-venv" >&2; exit 1; fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@# setuptools tells every editable install of a flat layout (the top-level folders users asked for)
+	@# that folders in the working directory may shadow the package: information, not a fault of ours.
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)

@@ -120,7 +120,7 @@ def svg(rows: list[Row]) -> str:
     series += [("report.yml", "report", "#2ca02c"), ("lab-up", "up", "#7f7f7f")]
     width, height, left, bottom, top, right = 640, 360, 60, 40, 20, 150
     x_max = max(row.workers for row in rows)
-    y_max = max(getattr(row, key) for row in rows for _, key, _ in series) * 1.1
+    y_max = max(float(getattr(row, key)) for row in rows for _, key, _ in series) * 1.1
 
     def x(value: float) -> float:
         return left + value / x_max * (width - left - right)

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pika
 
@@ -101,7 +102,7 @@ def bare_consume(mode: Mode, count: int, prefetch: int, prints: bool = False) ->
     first = last = 0.0
     sink = open(os.devnull if not prints else tempfile.mktemp(), "w")  # noqa: SIM115
 
-    def on_message(ch, method, properties, body) -> None:
+    def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
         nonlocal seen, first, last
         if seen == 0:
             first = time.perf_counter()
@@ -123,13 +124,13 @@ def bare_consume(mode: Mode, count: int, prefetch: int, prints: bool = False) ->
     return (count - 1) / (last - first)
 
 
-def run_events(command: list[str], workdir: Path, name: str) -> tuple[subprocess.Popen, Path]:
+def run_events(command: list[str], workdir: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
     out, err = workdir / f"{name}.out", workdir / f"{name}.err"
     process = subprocess.Popen(command, stdout=out.open("wb"), stderr=err.open("wb"))
     return process, err
 
 
-def events_of(err: Path, kind: str) -> list[dict]:
+def events_of(err: Path, kind: str) -> list[dict[str, Any]]:
     return [e for e in read_events(err.read_text().splitlines()) if e["event"] == kind]
 
 
@@ -161,11 +162,11 @@ def worker_drain(mode: Mode, count: int, prefetch: int, workdir: Path, connect: 
             partial = data[whole:]
     process.terminate()
     process.wait(timeout=30)
-    received, done = events_of(err, "received"), events_of(err, "done")
-    if len(done) < count:
-        raise SystemExit(f"worker did {len(done)} of {count} tasks: see {err}")
+    received, finished = events_of(err, "received"), events_of(err, "done")
+    if len(finished) < count:
+        raise SystemExit(f"worker did {len(finished)} of {count} tasks: see {err}")
     # Event times are in milliseconds: long runs keep the rounding negligible.
-    return (count - 1) / (done[-1]["ts"] - received[0]["ts"])
+    return (count - 1) / (float(finished[-1]["ts"]) - float(received[0]["ts"]))
 
 
 def producer_publish(mode: Mode, count: int, workdir: Path, connect: tuple[str, ...] = ()) -> float:
@@ -183,7 +184,7 @@ def producer_publish(mode: Mode, count: int, workdir: Path, connect: tuple[str, 
     if process.wait(timeout=600) != 0:
         raise SystemExit(f"producer failed: see {err}")
     started, finished = events_of(err, "run_started")[0], events_of(err, "run_finished")[0]
-    return count / (finished["ts"] - started["ts"])
+    return count / (float(finished["ts"]) - float(started["ts"]))
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def main() -> int:
     tls_url = plain_url.replace("amqp://", "amqps://", 1).replace(f":{PLAIN_PORT}/", f":{TLS_PORT}/", 1)
     ways = {"plain": ("--url", plain_url), "tls": ("--url", tls_url, "--ca-file", str(ca_file))}
     n = args.messages
-    measures = {
+    measures: dict[str, Callable[[Path, tuple[str, ...]], float]] = {
         "worker: consume, noack": lambda work, way: throughput.worker_drain(Mode.NOACK, n, 0, work, way),
         "worker: consume, ack, prefetch 1": lambda work, way: throughput.worker_drain(Mode.ACK, n, 1, work, way),
         "worker: consume, ack, prefetch 50": lambda work, way: throughput.worker_drain(Mode.ACK, n, 50, work, way),

@@ -18,6 +18,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 
@@ -38,7 +39,7 @@ HEADER = ["fault", "mode", "sent", "done", "lost", "not sent", "done twice", "se
 class Outcome:
     fault: str
     mode: str
-    report: dict
+    report: dict[str, Any]
     settled_after: float | None  # seconds from the fault; None: not within SETTLE_TIMEOUT
 
     def row(self) -> list[str]:

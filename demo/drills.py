@@ -27,6 +27,7 @@ from machine.packages import SetupError
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import DEFAULT_LAB, ROOT
 from virtual_lab.lab_runs import done_by, drill_on_cue, on, run_id_of, unfinished, wait_until
+from workqueue.queues import Mode
 
 FAULTS = ("stop", "kill", "freeze", "cut", "broker-restart", "broker-down", "students")
 TASKS = 8
@@ -38,7 +39,7 @@ HEADER = ["fault", "mode", "sent", "done", "lost", "not sent", "done twice", "se
 @dataclass(frozen=True)
 class Outcome:
     fault: str
-    mode: str
+    mode: Mode
     report: dict[str, Any]
     settled_after: float | None  # seconds from the fault; None: not within SETTLE_TIMEOUT
 
@@ -73,15 +74,15 @@ class Drills:
             raise SetupError(f"{name} {' '.join(args)} failed:\n{done.stdout[-2000:]}")
         return done
 
-    def settled(self, run_id: str, mode: str, count: int) -> bool:
+    def settled(self, run_id: str, mode: Mode, count: int) -> bool:
         """Every task done (ack), or nothing left in the hands of a running worker (noack)."""
-        if mode == "ack":
+        if mode is Mode.ACK:
             return set(done_by(self.client, self.workers, run_id)) >= set(range(1, count + 1))
         running = on(self.client, self.target, "docker", "ps", "--format", "{{.Names}}").split()
         holders = [h for h in self.workers if h != self.target or "workqueue-worker-1" in running]
         return not any(unfinished(self.client, h, run_id) for h in holders)
 
-    def run(self, fault: str, mode: str) -> Outcome:
+    def run(self, fault: str, mode: Mode) -> Outcome:
         mode_args = ["-e", f"task_mode={mode}"]
         self.playbook("site.yml", *mode_args)
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -126,7 +127,7 @@ class Drills:
     def _publishing(self) -> bool:
         return "workqueue-producer" in on(self.client, self.producer, "docker", "ps", "--format", "{{.Names}}")
 
-    def _settled_after(self, run_id: str, mode: str, count: int, started: float) -> float | None:
+    def _settled_after(self, run_id: str, mode: Mode, count: int, started: float) -> float | None:
         """Seconds from the fault (``started``, the epoch's) until every task is settled; None past SETTLE_TIMEOUT."""
         while time.time() - started < SETTLE_TIMEOUT:
             if self.settled(run_id, mode, count):
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         drills = Drills(client, workers, producer, ["-e", f"seconds_per_dot={args.seconds_per_dot}"])
         outcomes = []
         for fault in faults:
-            for mode in ("ack", "noack"):
+            for mode in (Mode.ACK, Mode.NOACK):
                 print(f"=== {fault}, {mode} mode", flush=True)
                 outcome = drills.run(fault, mode)
                 print(f"    {outcome.report.get('verdict')}", flush=True)

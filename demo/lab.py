@@ -29,6 +29,7 @@ from machine.packages import SetupError
 from virtual_lab import hosts, lab_runs
 from virtual_lab.hosts import DEFAULT_LAB, DEMO_TEST_LAB, Host, Lab
 from virtual_lab.lab_runs import container_events, done_by, unfinished, wait_until
+from workqueue.queues import Mode
 
 TASKS = 10
 # How long the live web view may take to end after Ctrl+C before it is killed. It takes a second or two,
@@ -63,7 +64,7 @@ def run_playbook(demo: Demo, name: str, *args: str) -> subprocess.CompletedProce
     return done
 
 
-def drill(demo: Demo, client: docker.DockerClient, workers: list[str], mode: str, settings: list[str]) -> None:
+def drill(demo: Demo, client: docker.DockerClient, workers: list[str], mode: Mode, settings: list[str]) -> None:
     stopped = demo.stopped
     step(f"{mode} mode: {TASKS} tasks, and the worker on {stopped} stopped mid-run")
     # drill.yml's stop is docker stop, struck the moment the worker holds a task. It is started first,
@@ -89,7 +90,7 @@ def drill(demo: Demo, client: docker.DockerClient, workers: list[str], mode: str
     others = [h for h in workers if h != stopped]
 
     def settled() -> bool:
-        if mode == "ack":
+        if mode is Mode.ACK:
             return set(done_by(client, workers, run_id)) == set(range(1, TASKS + 1))
         return not any(unfinished(client, h, run_id) for h in others)
 
@@ -126,7 +127,7 @@ def main() -> int:
             print(f"    {host.name:5} {host.address:12} {', '.join(host.groups)}")
         workers = [h.name for h in lab if "workers" in h.groups]
         dots = ["-e", f"seconds_per_dot={args.seconds_per_dot}"]
-        for mode in ("noack", "ack"):
+        for mode in (Mode.NOACK, Mode.ACK):
             settings = [*dots, "-e", f"task_mode={mode}"]
             step(f"site.yml in {mode} mode (it also starts a worker a drill stopped)")
             run_playbook(demo, "site.yml", *settings)

@@ -24,6 +24,7 @@ from machine.packages import SetupError
 from report import fates, terminal
 from report.gathered import Container, Gathered, QueueState
 from virtual_lab.processes import LocalLab, Program, done_seqs
+from workqueue.queues import Mode
 
 TASKS = 10
 QUEUES = ("hello", "task_queue", "task_queue.rejected")
@@ -53,7 +54,7 @@ def fresh_queues(url: str) -> None:
     connection.close()
 
 
-def round_of(node: local_broker.Node, mode: str, seconds_per_dot: float, workdir: Path) -> None:
+def round_of(node: local_broker.Node, mode: Mode, seconds_per_dot: float, workdir: Path) -> None:
     url = node.url(VHOST)
     fresh_queues(url)
     (workdir / mode).mkdir()
@@ -73,7 +74,7 @@ def round_of(node: local_broker.Node, mode: str, seconds_per_dot: float, workdir
         survivors = [w for w in workers if w is not victim]
 
         def finished() -> bool:
-            if mode == "ack":  # every task, the redelivered ones included
+            if mode is Mode.ACK:  # every task, the redelivered ones included
                 return set(done_seqs(workers)) == set(range(1, TASKS + 1))
             return all(len(w.events("done")) == len(w.events("received")) for w in survivors)
 
@@ -88,7 +89,7 @@ def round_of(node: local_broker.Node, mode: str, seconds_per_dot: float, workdir
         lab.stop_all()
 
 
-def summarize(node: local_broker.Node, mode: str, workers: list[Program], victim: Program, producer: Program) -> None:
+def summarize(node: local_broker.Node, mode: Mode, workers: list[Program], victim: Program, producer: Program) -> None:
     """The report of the round, as playbooks/report.yml gives it for a lab (the workers are processes here)."""
     queues = [
         QueueState(name, ready, unacked, 0) for name, (ready, unacked) in local_broker.queue_counts(node, VHOST).items()
@@ -120,8 +121,8 @@ def main() -> int:
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         for mode, lesson in [
-            ("noack", "noack: each task is acknowledged as soon as it is delivered"),
-            ("ack", "ack: durable queue, persistent tasks, acknowledged after the work"),
+            (Mode.NOACK, "noack: each task is acknowledged as soon as it is delivered"),
+            (Mode.ACK, "ack: durable queue, persistent tasks, acknowledged after the work"),
         ]:
             print(f"=== {lesson}\n", flush=True)
             round_of(node, mode, args.seconds_per_dot, Path(tmp))

@@ -31,8 +31,8 @@ DEAD_LETTER_QUEUE = "task_queue.rejected"
 EVENTS_EXCHANGE = "workqueue.events"
 
 
-class Mode(enum.Enum):
-    """``noack``: the tutorial's first worker; ``ack``: its robust one."""
+class Mode(enum.StrEnum):
+    """``noack``: the tutorial's first worker; ``ack``: its robust one (its text, in events and options)."""
 
     ACK = "ack"
     NOACK = "noack"

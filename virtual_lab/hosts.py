@@ -188,7 +188,7 @@ def up(
 
 
 def lab_host_image(client: docker.DockerClient, release: str = images.SUITE) -> str:
-    """A freshly installed Debian machine: systemd, SSH, sudo, python3 (dockerfiles/lab-host.Dockerfile)."""
+    """A freshly installed Debian machine: systemd, SSH, sudo, python3, nftables (dockerfiles/lab-host.Dockerfile)."""
     with images.one_builder():
         debian = images.debian_base(client, release)
         name = LAB_HOST_IMAGE if release == images.SUITE else f"{LAB_HOST_IMAGE}-{release}"

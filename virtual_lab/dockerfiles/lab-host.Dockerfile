@@ -1,6 +1,7 @@
 # A freshly installed lab machine: Debian 12 with systemd as PID 1, SSH (keys
-# only), sudo and python3 for Ansible, and nothing else. Installing Docker and
-# RabbitMQ is the playbooks' job, as on real hosts.
+# only), sudo and python3 for Ansible, and nftables (Priority: important, in
+# every Debian installation but a minimal base like this image's), and nothing
+# else. Installing Docker and RabbitMQ is the playbooks' job, as on real hosts.
 ARG DEBIAN_IMAGE
 FROM ${DEBIAN_IMAGE}
 
@@ -9,7 +10,7 @@ COPY ssh-host-keys.service /etc/systemd/system/ssh-host-keys.service
 RUN rm -f /etc/apt/apt.conf.d/docker-clean \
  && apt-get update \
  && apt-get install -y --no-install-recommends \
-        systemd systemd-sysv dbus openssh-server sudo python3 iproute2 iputils-ping \
+        systemd systemd-sysv dbus openssh-server sudo python3 iproute2 iputils-ping nftables \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
  && rm -f /etc/ssh/ssh_host_* \
  && useradd --create-home --shell /bin/bash lab \

@@ -111,6 +111,30 @@ class WorkerSummary:
         return f"running (stopped at {clock(self.stopped_at)}, started again)" if self.stopped_at else "running"
 
 
+@dataclass(frozen=True)
+class Went:
+    """What took the tasks waiting in the queue with it, if anything did: the broker (noack: when every
+    worker lost its connection; the transient queue went with it), or the queue itself, deleted."""
+
+    broker: float | None = None
+    queue_deleted: float | None = None
+    queue: str | None = None
+
+    @property
+    def what(self) -> str | None:
+        """What the verdict says of the tasks it took."""
+        if self.broker is not None:
+            return f"lost with the broker at {clock(self.broker)}"
+        if self.queue_deleted is not None:
+            return f"lost with {self.queue}, deleted at {clock(self.queue_deleted)}"
+        return None
+
+    def note(self) -> str | None:
+        """What a task it took says."""
+        why = "the transient queue went with it" if self.broker is not None else "it waited there"
+        return f"{self.what}: {why}" if self.what else None
+
+
 @dataclass
 class RunReport:
     run_id: str
@@ -127,10 +151,8 @@ class RunReport:
     foreign: list[ForeignTask] = field(default_factory=list)
     # The drills' faults while the run went on (playbooks/drill.yml).
     faults: list[Fault] = field(default_factory=list)
-    # noack: when the broker went during the run (every worker lost its connection), if it did.
-    broker_went: float | None = None
-    # When the run's queue was deleted under the workers (the broker cancelled their consumers), if it was.
-    queue_deleted: float | None = None
+    # What took the tasks waiting in the queue with it, if anything did: the broker, or the queue deleted.
+    went: Went = field(default_factory=Went)
     # ack: the tasks the broker holds in task_queue.rejected (a worker refused them, or they passed
     # the delivery limit of the lab's policy), whichever run they came from; None: not read.
     dead_lettered: int | None = None
@@ -206,8 +228,7 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
     highest = max([sent or 0, count, *(a.seq for a in attempts), *rejected])
     unread = sorted({*gathered.unread_hosts, *(f"{c.host}/{c.name}" for c in newer)})
     broker_went = _broker_went(gathered.containers, run_start) if mode is Mode.NOACK else None
-    queue_deleted = _queue_deleted(gathered.containers, run_start, queue_name)
-    went = _Went(broker_went, queue_deleted, queue_name)
+    went = Went(broker_went, _queue_deleted(gathered.containers, run_start, queue_name), queue_name)
     tasks = _fates(highest, attempts, rejected, mode, unread, queue_state, went, not_sent)
     if any(t.fate == UNACCOUNTED for t in tasks):
         missing.append(
@@ -229,8 +250,7 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
         missing=missing,
         foreign=foreign_tasks(gathered, run_id, run_start),
         faults=_faults_during(gathered.faults, attempts, run_start),
-        broker_went=broker_went,
-        queue_deleted=queue_deleted,
+        went=went,
         dead_lettered=_dead_lettered(gathered.queues) if mode is Mode.ACK else None,
         strays=strays,
     )
@@ -419,23 +439,6 @@ def _queue_deleted(containers: list[Container], run_start: float | None, queue: 
     return min(cancelled, default=None)
 
 
-@dataclass(frozen=True)
-class _Went:
-    """What took the tasks waiting in the queue with it, if anything did: the broker (noack: a transient
-    queue), or the queue itself, deleted."""
-
-    broker: float | None = None
-    queue_deleted: float | None = None
-    queue: str | None = None
-
-    def note(self) -> str | None:
-        if self.broker is not None:
-            return f"lost with the broker at {clock(self.broker)}: the transient queue went with it"
-        if self.queue_deleted is not None:
-            return f"lost with {self.queue}, deleted at {clock(self.queue_deleted)}: it waited there"
-        return None
-
-
 def _work_starts(attempts: list[Attempt]) -> None:
     """A worker does one task at a time: each starts when it arrived or when the one before ended."""
     free_at = 0.0
@@ -457,7 +460,7 @@ def _fates(
     mode: Mode | None,
     unread: list[str],
     queue_state: QueueState | None,
-    went: _Went | None = None,
+    went: Went | None = None,
     not_sent: set[int] | None = None,
 ) -> list[TaskFate]:
     by_seq: dict[int, list[Attempt]] = {}
@@ -479,7 +482,7 @@ def _fates(
             why = "never confirmed by the broker" if mode is Mode.ACK else "the producer lost its connection"
             fates.append(TaskFate(seq, NOT_SENT, tries, f"not sent: {why}"))
             continue
-        fates.append(_fate(seq, tries, seq in rejected, seq in queued, mode, unread, went or _Went()))
+        fates.append(_fate(seq, tries, seq in rejected, seq in queued, mode, unread, went or Went()))
     return fates
 
 
@@ -490,7 +493,7 @@ def _fate(
     queued: bool,
     mode: Mode | None,
     unread: list[str],
-    went: _Went,
+    went: Went,
 ) -> TaskFate:
     if any(a.outcome in WORKED for a in tries):
         by = [
@@ -524,18 +527,19 @@ def verdict(report: RunReport) -> str:
     sent = f"{report.sent} sent" if report.sent is not None else f"{len(report.tasks)} seen (number sent unknown)"
     parts = [sent, f"{report.count(DONE)} done", f"{report.count(LOST)} lost"]
     lost_by_worker: dict[str, list[TaskFate]] = {}
-    lost_with: dict[str, list[TaskFate]] = {}  # with the broker, or the queue: what the note says before ": "
+    lost_with: list[TaskFate] = []  # with the broker, or the queue: report.went
     for task in report.tasks:
         if task.fate == LOST and task.dispatched_to:
             lost_by_worker.setdefault(task.dispatched_to, []).append(task)
         elif task.fate == LOST:
-            lost_with.setdefault(task.note.partition(": ")[0], []).append(task)
+            lost_with.append(task)
     text = ", ".join(parts)
     groups = [
         f"{seq_list(t.seq for t in tasks)}: dispatched to {worker}, stopped at {clock(tasks[0].attempts[-1].ended)}"
         for worker, tasks in lost_by_worker.items()
     ]
-    groups += [f"{seq_list(t.seq for t in tasks)}: {what}" for what, tasks in lost_with.items()]
+    if lost_with:
+        groups.append(f"{seq_list(t.seq for t in lost_with)}: {report.went.what}")
     if groups:
         text += f" ({'; '.join(groups)})"
     again = report.redelivered

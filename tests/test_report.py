@@ -527,7 +527,7 @@ def test_tasks_waiting_in_a_deleted_task_queue_are_lost_with_it(tmp_path: Path) 
 
         _edit_events(path, cancelled)
     report = report_of(folder)
-    assert report.queue_deleted == pytest.approx(deleted + 0.01)
+    assert report.went.queue_deleted == pytest.approx(deleted + 0.01)
     lost = [t for t in report.tasks if t.fate == fates.LOST]
     assert [t.seq for t in lost] == [9, 10] and report.count(fates.UNACCOUNTED) == 0
     assert f"2 lost (#9-#10: lost with task_queue, deleted at {fates.clock(deleted + 0.01)})" in report.verdict

@@ -95,7 +95,7 @@ def test_a_deleted_task_queue_is_declared_again_consumed_within_30_s_and_named_b
     (run_id,) = {e["run_id"] for e in first.events("run_started")}
     containers = [Container("here", w.name, True, "", w.events()) for w in workers]
     report = fates.build(Gathered(containers=containers, producer_events=first.events()), run_id)
-    cancelled = report.queue_deleted
+    cancelled = report.went.queue_deleted
     assert cancelled is not None and report.seqs(fates.LOST) == [3, 4], report.verdict
     assert f"2 lost (#3-#4: lost with task_queue, deleted at {fates.clock(cancelled)})" in report.verdict
     deadline = deleted + 30

@@ -249,10 +249,7 @@ def test_a_kill_on_idle_workers_waits_strikes_within_a_second_and_ack_mode_redel
         ), "no task in hand: the drill waits"
         run_id = produce("-e", "task_count=6", *LONG)
         done = drilling.result(timeout=180)
-    assert (
-        "TASK [Wait until the worker holds a task, and strike then (-e wait=SECONDS, default 60; 0 strikes at once)]"
-        in (done.stdout)
-    )
+    assert f"{lab_runs.STRIKE_TASK}, and strike then (-e wait=SECONDS, default 60; 0 strikes at once)]" in done.stdout
     caught = lab_runs.last_fault(lab, PRODUCER)["caught"]
     # The run did not exist until the drill had waited 10 s with no task in hand (its own wait began after the
     # playbook's start-up, so its `waited` may be a little under 10 s): catching a task of it is the proof.

@@ -308,7 +308,7 @@ def test_seconds_of_a_forged_time_cannot_stretch_the_picture() -> None:
 
 
 def _in_hand_module() -> Any:
-    spec = importlib.util.spec_from_file_location("task_in_hand", ROOT / "playbooks" / "files" / "task_in_hand.py")
+    spec = importlib.util.spec_from_file_location("task_in_hand", ROOT / "roles/drill/files/task_in_hand.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -25,7 +25,7 @@ from workqueue.events import read_events
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 FAULTS_RECORD = "/var/lib/workqueue-lab/runs/faults.jsonl"  # lab_runs_dir's, in playbooks/group_vars/all/lab.yml
 RUN_ID = re.compile(r"Run (\d{8}-\d{6}-[0-9a-f]{4}): \d+ sent")
-STRIKE_TASK = "TASK [Wait until the worker holds a task"  # drill.yml's task that waits for a task, then strikes
+STRIKE_TASK = "TASK [drill : Wait until the worker holds a task"  # roles/drill/tasks/in_hand.yml: waits, then strikes
 T = TypeVar("T")
 
 

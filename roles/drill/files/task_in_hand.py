@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Wait until a worker container holds a task in hand, strike at once; print that task (one JSON line).
 
-playbooks/drill.yml runs it on the worker's host, so that a fault always catches a task:
+The drill role (roles/drill) runs it on the worker's host, so that a fault always catches a task:
     task_in_hand.py CONTAINER SECONDS [COMMANDS]
 COMMANDS, a JSON list of commands (each a list of arguments), run one after the other as soon as the
 task is seen (the fault's heal timer, then the fault: docker pause, say), within milliseconds: Ansible's

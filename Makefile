@@ -38,39 +38,39 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 broker: venv
-	$(PY) -m machine broker
+	$(PY) -m workqueue.machine broker
 
 engine: venv
-	$(PY) -m machine engine
+	$(PY) -m workqueue.machine engine
 
 images: venv
-	$(PY) -m machine images
+	$(PY) -m workqueue.machine images
 
 # The images' pinned packages as wheels (build/wheelhouse), for a docker build of your own.
 wheelhouse: venv
-	$(PY) -m machine wheelhouse
+	$(PY) -m workqueue.machine wheelhouse
 
 demo: venv
-	$(PY) -m demo.lab
+	$(PY) -m workqueue.demo.lab
 
 # Every fault of playbooks/drill.yml in both modes on the virtual lab; the table in reports/drills.md.
 drills: venv
-	$(PY) -m demo.drills
+	$(PY) -m workqueue.demo.drills
 
 demo-processes: broker
-	$(PY) -m demo.local
+	$(PY) -m workqueue.demo.local
 
 # The broker is found from INVENTORY (default: inventory/lab.yml, else the virtual lab's).
 watch: venv
-	$(PY) -m report.watch $(if $(INVENTORY),--inventory '$(INVENTORY)')
+	$(PY) -m workqueue.report.watch $(if $(INVENTORY),--inventory '$(INVENTORY)')
 
 # The same, in a browser for the projector: open the address it prints.
 # LISTEN=0.0.0.0:8765 shows the page to the lab's network (it only reads, and shows no password).
 watch-web: venv
-	$(PY) -m report.web $(if $(INVENTORY),--inventory '$(INVENTORY)') $(if $(LISTEN),--listen '$(LISTEN)')
+	$(PY) -m workqueue.report.web $(if $(INVENTORY),--inventory '$(INVENTORY)') $(if $(LISTEN),--listen '$(LISTEN)')
 
 lint: venv
-	$(PY) -m machine.role_docs --check
+	$(PY) -m workqueue.machine.role_docs --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -79,7 +79,7 @@ lint: venv
 
 # Each role's table of variables in its README, made from its meta/argument_specs.yml (make lint checks it).
 role-docs: venv
-	$(PY) -m machine.role_docs
+	$(PY) -m workqueue.machine.role_docs
 
 # The tests start RabbitMQ nodes of their own (workqueue-tests, port 5673) and never touch yours.
 # Each run keeps its record in build/tests/: the output (with the slowest tests) and a JUnit XML of every test's time.
@@ -97,13 +97,13 @@ BROKERS ?= 1
 RELEASE ?= bookworm
 
 lab-up: venv
-	$(PY) -m virtual_lab up --hosts '$(HOSTS)' --brokers '$(BROKERS)' --release '$(RELEASE)'
+	$(PY) -m workqueue.virtual_lab up --hosts '$(HOSTS)' --brokers '$(BROKERS)' --release '$(RELEASE)'
 
 lab-down: venv
-	$(PY) -m virtual_lab down
+	$(PY) -m workqueue.virtual_lab down
 
 lab-status: venv
-	$(PY) -m virtual_lab status
+	$(PY) -m workqueue.virtual_lab status
 
 bench: broker
 	$(PY) bench/throughput.py

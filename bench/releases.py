@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from machine import engine, images
-from virtual_lab import hosts, lab_runs
+from workqueue.machine import engine, images
+from workqueue.virtual_lab import hosts, lab_runs
 
 BENCH_LAB = hosts.Lab(name="benchlab", subnet_prefix="10.210.5")
 SETTINGS = ("-e", "seconds_per_dot=0.2")

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import docker
 
-from machine import engine, images
-from virtual_lab import hosts, lab_runs
+from workqueue.machine import engine, images
+from workqueue.virtual_lab import hosts, lab_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE_LAB = hosts.Lab(name="scalelab", subnet_prefix="10.210.6")

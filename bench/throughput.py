@@ -31,14 +31,12 @@ from typing import Any
 
 import pika
 
+from workqueue.events import read_events
+from workqueue.machine import local_broker
+from workqueue.queues import Mode, declare, queue_spec
+from workqueue.tasks import new_run_id, task_properties
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from machine import local_broker  # noqa: E402
-from workqueue.events import read_events  # noqa: E402
-from workqueue.queues import Mode, declare, queue_spec  # noqa: E402
-from workqueue.tasks import new_run_id, task_properties  # noqa: E402
-
 RUN = new_run_id()
 
 NODE = local_broker.MACHINE
@@ -139,7 +137,8 @@ def worker_drain(mode: Mode, count: int, prefetch: int, workdir: Path, connect: 
     fill(mode, count)
     command = [
         sys.executable,
-        str(ROOT / "worker_image" / "worker.py"),
+        "-m",
+        "workqueue.worker_image.worker",
         "--mode",
         mode.value,
         "--seconds-per-dot",
@@ -173,7 +172,8 @@ def producer_publish(mode: Mode, count: int, workdir: Path, connect: tuple[str, 
     channel_for(mode)[0].close()  # an empty queue, as for the bare loop
     command = [
         sys.executable,
-        str(ROOT / "producer" / "new_task.py"),
+        "-m",
+        "workqueue.producer.new_task",
         str(count),
         "task",
         "--mode",

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from machine import local_broker
+from workqueue.machine import local_broker
 from workqueue.queues import Mode
 
 FOLDER = throughput.ROOT / "build" / "bench-tls"

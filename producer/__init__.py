@@ -1,1 +1,1 @@
-"""The producer program and its container image (Dockerfile)."""
+"""The producer program (installed as workqueue.producer; its image is the Dockerfile's producer stage)."""

@@ -1,6 +1,6 @@
 """Publish COUNT tasks to the work queue: the tutorial's new_task.py, made robust.
 
-    python producer/new_task.py COUNT [MESSAGE] [--mode ack|noack] [--rate N] [--url URL]
+    python -m workqueue.producer.new_task COUNT [MESSAGE] [--mode ack|noack] [--rate N] [--url URL]
 
 Task i is ``Hello World! #i`` and i dots (i seconds of work), or ``MESSAGE #i``.
 In ack mode the tasks are persistent and every one must be confirmed by the
@@ -21,22 +21,19 @@ import signal
 import sys
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NoReturn
-
-if __package__ in (None, ""):  # run as a script from a checkout or the image
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from producer.confirms import ConfirmWindow
 from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe, node_of
 from workqueue.output import Output
 from workqueue.queues import EVENTS_EXCHANGE, Mode, QueueSpec, declare, declare_events
 from workqueue.tasks import MAX_TASKS, new_run_id, seq_list, task_body, task_properties
+
+from .confirms import ConfirmWindow
 
 PROG = "new_task.py"
 LOST = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
@@ -244,7 +241,7 @@ def produce(args: argparse.Namespace, options: cli.BrokerOptions, out: Output) -
 
 
 def entry_point() -> NoReturn:
-    """``workqueue-new-task`` (the console script) and ``python producer/new_task.py``."""
+    """``workqueue-new-task`` (the console script) and ``python -m workqueue.producer.new_task``."""
     cli.run(PROG, main)
 
 

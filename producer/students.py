@@ -1,6 +1,7 @@
 """What a class of students' programs send to the lab, by mistake or to see what happens.
 
-    python -m producer.students [--run RUN_ID] [--lab-user NAME] [--url URL] [--password-file FILE] [--mode ...]
+    python -m workqueue.producer.students [--run RUN_ID] [--lab-user NAME] [--url URL] [--password-file FILE]
+        [--mode ...]
 
 ``playbooks/drill.yml -e fault=students`` runs it during a run, with the class's account
 (guest in guest mode). One line for each try, and what the broker said:
@@ -27,13 +28,8 @@ import argparse
 import datetime
 import decimal
 import json
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pika
 import pika.exceptions

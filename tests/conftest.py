@@ -18,11 +18,11 @@ import pika
 import pika.exceptions
 import pytest
 
-from machine import local_broker
-from virtual_lab import lab_runs
-from virtual_lab.hosts import Lab
-from virtual_lab.lab_runs import recap
-from virtual_lab.processes import LocalLab
+from workqueue.machine import local_broker
+from workqueue.virtual_lab import lab_runs
+from workqueue.virtual_lab.hosts import Lab
+from workqueue.virtual_lab.lab_runs import recap
+from workqueue.virtual_lab.processes import LocalLab
 
 # A node and a vhost of the tests' own, set up as the lab's broker is (default
 # queue type and policies): the tests never touch a broker a developer uses.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import docker
 
-from virtual_lab.lab_runs import on, on_result
+from workqueue.virtual_lab.lab_runs import on, on_result
 
 # SSH and what the host started itself, nothing else. (Not "flush ruleset": in a
 # container, that would also flush the rules that lead to Docker's DNS.)

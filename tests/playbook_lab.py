@@ -18,10 +18,10 @@ from pathlib import Path
 
 import docker
 
-from machine import engine, images
-from virtual_lab import hosts, lab_runs
-from virtual_lab.hosts import Lab
-from virtual_lab.lab_runs import done_by, on, on_result, queue_row, recap, run_id_of, unfinished, wait_until
+from workqueue.machine import engine, images
+from workqueue.virtual_lab import hosts, lab_runs
+from workqueue.virtual_lab.hosts import Lab
+from workqueue.virtual_lab.lab_runs import done_by, on, on_result, queue_row, recap, run_id_of, unfinished, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every run passes these, so the workers' settings stay the same: short tasks, and a 3 s heartbeat,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import docker
 
-from virtual_lab.lab_runs import on, on_result, wait_until
+from workqueue.virtual_lab.lab_runs import on, on_result, wait_until
 
 # Each process's command line, one a line, read from /proc by one awk (Debian's mawk, always there): half
 # the CPU of ps, which reads more of /proc, at 20 samples a second on every host while a playbook runs.

@@ -6,9 +6,9 @@ import pika
 import pytest
 
 from tests.conftest import NODE, QUEUES, URL, VHOST, assert_counts, declared
-from virtual_lab.processes import LocalLab as Lab
 from workqueue.queues import Mode, declare, queue_spec
 from workqueue.tasks import new_run_id, task_properties
+from workqueue.virtual_lab.processes import LocalLab as Lab
 
 pytestmark = pytest.mark.broker
 

@@ -23,14 +23,14 @@ import pika
 import pytest
 import yaml
 
-from machine import engine, images
 from tests.conftest import succeeded
 from tests.host_firewall import install_drop_by_default
 from tests.secret_places import CommandLines, where_secrets_show
-from virtual_lab import hosts, lab_runs
-from virtual_lab.hosts import CLUSTER_LAB
-from virtual_lab.lab_runs import done_by, on, on_result, queue_row, run_id_of, unfinished, wait_until
 from workqueue.connection import broker_from_url, connect
+from workqueue.machine import engine, images
+from workqueue.virtual_lab import hosts, lab_runs
+from workqueue.virtual_lab.hosts import CLUSTER_LAB
+from workqueue.virtual_lab.lab_runs import done_by, on, on_result, queue_row, run_id_of, unfinished, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(CLUSTER_LAB.name)]
 
@@ -127,7 +127,7 @@ def consuming_node(client: docker.DockerClient, host: str) -> str:
 def watched_leader(*broker: str) -> str:
     """The node ``make watch`` says leads the queue (it asks the management API with the lab's own user)."""
     where = broker or ("--inventory", str(CLUSTER_LAB.inventory))
-    command = [sys.executable, "-m", "report.watch", *where, "--duration", "2"]
+    command = [sys.executable, "-m", "workqueue.report.watch", *where, "--duration", "2"]
     watched = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert watched.returncode == 0, watched.stdout[-1000:] + watched.stderr
     said = re.findall(r"consumers, led by (rabbit@\S+)", watched.stdout)

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from machine import engine
-from virtual_lab import hosts
-from virtual_lab.hosts import DEMO_TEST_LAB
+from workqueue.machine import engine
+from workqueue.virtual_lab import hosts
+from workqueue.virtual_lab.hosts import DEMO_TEST_LAB
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(DEMO_TEST_LAB.name)]
 
@@ -39,7 +39,7 @@ def test_the_demo_stops_a_worker_mid_run_noack_loses_its_share_and_ack_loses_not
     client: docker.DockerClient,
 ) -> None:
     # The demo's own pace (0.5 s a dot): a stop lands well within the task it catches, even on a busy machine.
-    command = [sys.executable, "-m", "demo.lab", "--lab", DEMO_TEST_LAB.name, "--seconds-per-dot", "0.5"]
+    command = [sys.executable, "-m", "workqueue.demo.lab", "--lab", DEMO_TEST_LAB.name, "--seconds-per-dot", "0.5"]
     command += ["--listen", f"127.0.0.1:{free_port()}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=hosts.ROOT, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

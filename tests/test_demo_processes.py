@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from virtual_lab.processes import ROOT
+from workqueue.virtual_lab.processes import ROOT
 
 pytestmark = pytest.mark.broker
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.broker
 def test_the_demo_as_processes_loses_the_stopped_workers_share_in_noack_mode_and_nothing_in_ack_mode(
     broker: str,
 ) -> None:
-    command = [sys.executable, "-m", "demo.local", "--node", "tests", "--seconds-per-dot", "0.05"]
+    command = [sys.executable, "-m", "workqueue.demo.local", "--node", "tests", "--seconds-per-dot", "0.05"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout[-3000:] + done.stderr[-2000:]
     assert ">>> stopping worker-2 (SIGTERM, what docker stop sends) while it holds tasks" in done.stdout

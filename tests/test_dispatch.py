@@ -9,10 +9,10 @@ import pika
 import pytest
 
 from tests.conftest import URL, consumer_count, queue_counts
-from virtual_lab.processes import LocalLab as Lab
-from virtual_lab.processes import Program, done_seqs, received_seqs
 from workqueue.queues import Mode, declare, queue_spec
 from workqueue.tasks import new_run_id, task_properties
+from workqueue.virtual_lab.processes import LocalLab as Lab
+from workqueue.virtual_lab.processes import Program, done_seqs, received_seqs
 
 pytestmark = pytest.mark.broker
 

@@ -22,10 +22,10 @@ import docker
 import pytest
 
 from tests.playbook_lab import FAST, HEARTBEAT, LONG, LONGER, NOACK, ROOT, PlaybookLab, changed, worker_events
-from virtual_lab import lab_runs
-from virtual_lab.hosts import DRILL_LAB
-from virtual_lab.lab_runs import on, on_result, run_id_of, unfinished, wait_until
 from workqueue.tasks import seq_list
+from workqueue.virtual_lab import lab_runs
+from workqueue.virtual_lab.hosts import DRILL_LAB
+from workqueue.virtual_lab.lab_runs import on, on_result, run_id_of, unfinished, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(DRILL_LAB.name)]
 

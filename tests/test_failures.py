@@ -13,13 +13,13 @@ import xml.etree.ElementTree as ET
 import pika
 import pytest
 
-from machine import local_broker
-from report import fates, json_data, terminal, timeline
-from report.gathered import Container, Gathered
 from tests.conftest import NODE, URL, VHOST, assert_counts, consumer_count, declared, queue_counts
-from virtual_lab.processes import PRODUCER, ROOT, Program, done_seqs, received_seqs
-from virtual_lab.processes import LocalLab as Lab
+from workqueue.machine import local_broker
+from workqueue.report import fates, json_data, terminal, timeline
+from workqueue.report.gathered import Container, Gathered
 from workqueue.tasks import seq_list
+from workqueue.virtual_lab.processes import PRODUCER, ROOT, Program, done_seqs, received_seqs
+from workqueue.virtual_lab.processes import LocalLab as Lab
 
 pytestmark = pytest.mark.broker
 

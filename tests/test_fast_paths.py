@@ -11,16 +11,16 @@ import pika
 import pika.spec
 import pytest
 
-from producer.confirms import ConfirmWindow
 from tests.conftest import URL, assert_counts, queue_counts
 from tests.test_dispatch import publish
-from virtual_lab.processes import LocalLab as Lab
-from virtual_lab.processes import done_seqs
-from worker_image import worker as worker_module
 from workqueue.events import read_events
 from workqueue.output import Output
+from workqueue.producer.confirms import ConfirmWindow
 from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, queue_spec
 from workqueue.tasks import new_run_id, task_properties
+from workqueue.virtual_lab.processes import LocalLab as Lab
+from workqueue.virtual_lab.processes import done_seqs
+from workqueue.worker_image import worker as worker_module
 
 pytestmark = pytest.mark.broker
 

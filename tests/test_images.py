@@ -10,9 +10,9 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from machine import engine, images
 from tests.conftest import NODE, PASSWORD, VHOST
 from workqueue.events import read_events
+from workqueue.machine import engine, images
 
 pytestmark = [pytest.mark.broker, pytest.mark.docker]
 
@@ -81,7 +81,7 @@ def test_containers_do_the_tutorial_and_docker_stop_is_clean(
         out, _ = logs(worker)
         assert " [x] Received 'Hello World! #3 ...'" in out
         assert " [x] Done #3" in out
-        assert worker.exec_run(["python", "/app/worker_image/healthcheck.py"]).exit_code == 0
+        assert worker.exec_run(["python", "-m", "workqueue.worker_image.healthcheck"]).exit_code == 0
 
         started = time.monotonic()
         worker.stop(timeout=10)

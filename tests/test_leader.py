@@ -17,13 +17,13 @@ from typing import ClassVar
 
 import pytest
 
-from report import feed, watch
-from report.gathered import QueueState
-from report.leader import ASK_AGAIN_AFTER, LeaderProbe, led_by
-from report.live import LiveState
-from report.web.frame import _queue
 from workqueue.connection import broker_from_url
 from workqueue.queues import Mode, queue_spec
+from workqueue.report import feed, watch
+from workqueue.report.gathered import QueueState
+from workqueue.report.leader import ASK_AGAIN_AFTER, LeaderProbe, led_by
+from workqueue.report.live import LiveState
+from workqueue.report.web.frame import _queue
 
 LOGIN = "Basic " + base64.b64encode(b"workqueue:s3cret").decode()
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from report import fates
-from report.gathered import QueueState
-from report.web.heard import CATCH_UP_SECONDS, OFFSET_MESSAGES, Heard
 from tests.test_report import ACK_RUN
+from workqueue.report import fates
+from workqueue.report.gathered import QueueState
+from workqueue.report.web.heard import CATCH_UP_SECONDS, OFFSET_MESSAGES, Heard
 
 START = 1764402000.0
 QUEUE = "task_queue"

@@ -25,7 +25,6 @@ import pika.exceptions
 import pytest
 import yaml
 
-from report import lab_settings
 from tests.conftest import changed_nothing
 from tests.host_firewall import GUARD_TABLE, outsider_reaches
 from tests.playbook_lab import (
@@ -42,10 +41,11 @@ from tests.playbook_lab import (
     worker_events,
 )
 from tests.secret_places import CommandLines, where_secrets_show
-from virtual_lab import hosts, lab_runs
-from virtual_lab.hosts import TEST_LAB
-from virtual_lab.lab_runs import done_by, on, on_result, recap, wait_until
 from workqueue.connection import BrokerError, broker_from_url, connect
+from workqueue.report import lab_settings
+from workqueue.virtual_lab import hosts, lab_runs
+from workqueue.virtual_lab.hosts import TEST_LAB
+from workqueue.virtual_lab.lab_runs import done_by, on, on_result, recap, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(TEST_LAB.name)]
 
@@ -624,7 +624,15 @@ def test_tls_workers_verify_the_broker_and_plain_amqp_is_closed_to_the_network(
     (tmp_path / "group_vars" / "all.yml").write_text(yaml.safe_dump({**settings, "rabbitmq_tls": True}))
     found = lab_settings.from_inventory(inventory)
     assert found.url.startswith(url) and found.ca_file == str((TLS_DIR / "ca.crt").resolve())
-    watch = [str(Path(sys.executable)), "-m", "report.watch", "--inventory", str(inventory), "--duration", "2"]
+    watch = [
+        str(Path(sys.executable)),
+        "-m",
+        "workqueue.report.watch",
+        "--inventory",
+        str(inventory),
+        "--duration",
+        "2",
+    ]
     watched = subprocess.run(watch, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
     assert watched.returncode == 0 and "2 consumers" in watched.stdout, watched.stdout[-1000:] + watched.stderr
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from report import fates
-from report.gathered import read_folder
-from report.live import SILENT_SECONDS, LiveState
-from report.timeline import render as render_timeline
+from workqueue.report import fates
+from workqueue.report.gathered import read_folder
+from workqueue.report.live import SILENT_SECONDS, LiveState
+from workqueue.report.timeline import render as render_timeline
 
 RECORDINGS = Path(__file__).parent / "recordings"
 NOACK_RUN, ACK_RUN, ONE_RUN = "20261127-020228-1304", "20261127-015930-1e6e", "20261127-020312-2ba9"
@@ -217,7 +217,7 @@ def test_live_state_follows_each_workers_task_in_hand() -> None:
 
 
 def _report_command(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "report", str(folder), *args]
+    command = [sys.executable, "-m", "workqueue.report", str(folder), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -463,8 +463,8 @@ def test_the_live_view_names_each_workers_broker_node_with_a_cluster() -> None:
 
 
 def test_the_report_names_each_workers_broker_node_before_and_after_its_node_went() -> None:
-    from report import tables
-    from report.gathered import Container, Gathered
+    from workqueue.report import tables
+    from workqueue.report.gathered import Container, Gathered
 
     run, start = "20261128-120000-abcd", 100.0
     producer = [{"event": "run_started", "ts": start, "run_id": run, "count": 2, "mode": "ack", "queue": "task_queue"}]
@@ -498,8 +498,8 @@ def test_the_report_names_each_workers_broker_node_before_and_after_its_node_wen
 
 
 def test_the_report_says_what_the_dead_letter_queue_holds_in_ack_mode() -> None:
-    from report import tables
-    from report.gathered import Gathered, QueueState
+    from workqueue.report import tables
+    from workqueue.report.gathered import Gathered, QueueState
 
     run = "20261128-120000-abcd"
     producer = [{"event": "run_started", "ts": 1.0, "run_id": run, "count": 0, "mode": "ack", "queue": "task_queue"}]

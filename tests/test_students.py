@@ -20,14 +20,14 @@ import pika.exceptions
 import pytest
 import yaml
 
-from producer.students import poison
-from report import fates
-from report.gathered import Container, Gathered
 from tests.conftest import NODE, URL, VHOST, account, assert_counts, consumer_count, ctrl_c, declared
 from tests.test_watch import Watch
-from virtual_lab.processes import ROOT, Program
-from virtual_lab.processes import LocalLab as Lab
+from workqueue.producer.students import poison
 from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, declare_events, queue_spec
+from workqueue.report import fates
+from workqueue.report.gathered import Container, Gathered
+from workqueue.virtual_lab.processes import ROOT, Program
+from workqueue.virtual_lab.processes import LocalLab as Lab
 
 pytestmark = pytest.mark.broker
 
@@ -348,7 +348,17 @@ def test_the_students_drill_sends_its_poison_and_each_forgery_is_refused(class_a
     declare_events(lab.channel())
     lab.close()
     run_id = "20261205-101010-abcd"
-    command = [sys.executable, "-m", "producer.students", "--run", run_id, "--lab-user", "guest", "--mode", "ack"]
+    command = [
+        sys.executable,
+        "-m",
+        "workqueue.producer.students",
+        "--run",
+        run_id,
+        "--lab-user",
+        "guest",
+        "--mode",
+        "ack",
+    ]
     env = {"PATH": "/usr/bin:/bin", "AMQP_URL": class_account}  # the password in the environment, never on a line
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=60, check=False)
     assert done.returncode == 0 and done.stderr == "", done.stdout + done.stderr
@@ -364,7 +374,7 @@ def test_the_students_drill_sends_its_poison_and_each_forgery_is_refused(class_a
 
 def test_the_students_drill_without_a_broker_says_so_in_one_line() -> None:
     url = f"amqp://guest:guest@127.0.0.1:9/{VHOST}"  # nothing listens on the discard port
-    command = [sys.executable, "-m", "producer.students", "--connect-timeout", "0", "--url", url]
+    command = [sys.executable, "-m", "workqueue.producer.students", "--connect-timeout", "0", "--url", url]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("students.py: error: "), done.stderr

@@ -21,12 +21,12 @@ import pika
 import pytest
 import yaml
 
-from machine import engine, images
 from tests.conftest import changed_nothing, succeeded
 from tests.host_firewall import connects, install_drop_by_default, lab_rules, outsider_reaches
-from virtual_lab import hosts, lab_runs
-from virtual_lab.hosts import TRIXIE_LAB
-from virtual_lab.lab_runs import done_by, on, on_result, queue_row, run_id_of, unfinished, wait_until
+from workqueue.machine import engine, images
+from workqueue.virtual_lab import hosts, lab_runs
+from workqueue.virtual_lab.hosts import TRIXIE_LAB
+from workqueue.virtual_lab.lab_runs import done_by, on, on_result, queue_row, run_id_of, unfinished, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(TRIXIE_LAB.name)]
 

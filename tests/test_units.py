@@ -14,18 +14,18 @@ import pytest
 import yaml
 from pika.adapters.blocking_connection import BlockingChannel
 
-from machine import apt_sources, role_docs
-from machine.packages import SetupError
-from report.live import SILENT_SECONDS
-from report.web.__main__ import parse_listen
-from report.web.heard import Heard
-from worker_image import worker as worker_module
 from workqueue import cli
 from workqueue.connection import HEARTBEAT_SECONDS, broker_from_url
 from workqueue.events import read_events
+from workqueue.machine import apt_sources, role_docs
+from workqueue.machine.packages import SetupError
 from workqueue.output import Output
 from workqueue.queues import DEAD_LETTER_QUEUE, Mode, queue_spec
+from workqueue.report.live import SILENT_SECONDS
+from workqueue.report.web.__main__ import parse_listen
+from workqueue.report.web.heard import Heard
 from workqueue.tasks import TaskLabel, seq_list, task_body, task_label, task_properties, work_seconds
+from workqueue.worker_image import worker as worker_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,6 +110,37 @@ def test_images_pin_the_same_pika_as_the_project() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     images = (ROOT / "workqueue" / "requirements.txt").read_text().split()
     assert [pin for pin in project if pin.startswith("pika")] == images
+
+
+def _python_files(*, but: set[str]) -> list[Path]:
+    """The project's Python files, but those in the top-level folders ``but`` (and the virtualenv, the build)."""
+    skipped = but | {".venv", "build"}
+    return [f for f in ROOT.glob("**/*.py") if f.relative_to(ROOT).parts[0] not in skipped]
+
+
+def test_pip_installs_one_top_level_package_that_holds_every_folder_of_python() -> None:
+    """pyproject's packages: all inside workqueue, each found where package-dir says, none left out."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages, mapped = tool["packages"], tool["package-dir"]
+
+    def folder(package: str) -> Path:
+        for name, where in mapped.items():
+            if package == name or package.startswith(name + "."):
+                return ROOT / where / Path(*package[len(name) :].split(".")[1:])
+        return ROOT / Path(*package.split("."))
+
+    assert {package.split(".")[0] for package in packages} == {"workqueue"}
+    assert all(folder(package).is_dir() for package in packages), packages
+    installed = {folder(package) for package in packages}
+    # Ansible runs the roles' modules and files on the hosts: they are not the package's.
+    left_out = {f.parent for f in _python_files(but={"tests", "bench", "roles", "playbooks"})} - installed
+    assert left_out == set()
+
+
+def test_no_program_edits_sys_path() -> None:
+    """The programs import the installed package; none puts a folder of the checkout on the import path."""
+    edit = re.compile(r"sys\.path\.(insert|append|extend)|sys\.path\s*\+?=")
+    assert [str(f.relative_to(ROOT)) for f in _python_files(but=set()) if edit.search(f.read_text())] == []
 
 
 def test_url_without_password_needs_a_password_file(tmp_path: Path) -> None:

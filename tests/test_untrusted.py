@@ -24,14 +24,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from report import fates, markdown, tables, terminal
-from report.gathered import read_folder
-from report.live import LiveState
 from tests.test_report import ACK_RUN, copy_of, report_of
-from worker_image import worker as worker_module
 from workqueue.events import EventReader, checked, read_events
 from workqueue.output import Output
+from workqueue.report import fates, markdown, tables, terminal
+from workqueue.report.gathered import read_folder
+from workqueue.report.live import LiveState
 from workqueue.tasks import MAX_TASKS, new_run_id
+from workqueue.worker_image import worker as worker_module
 
 LAB_USER = "workqueue"
 WORKER = {"program": "worker", "host": "pc1", "worker": "worker-1"}
@@ -272,7 +272,7 @@ def test_report_md_escapes_a_foreign_tasks_text(tmp_path: Path) -> None:
 
 
 def test_the_terminal_views_state_takes_forged_events_and_carries_on() -> None:
-    from report import feed
+    from workqueue.report import feed
 
     consumers: list[Any] = []
     channel = SimpleNamespace(

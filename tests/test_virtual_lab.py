@@ -15,9 +15,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from machine import engine
-from virtual_lab import hosts
-from virtual_lab.hosts import HOST_LAB, LAB_LABEL, Host
+from workqueue.machine import engine
+from workqueue.virtual_lab import hosts
+from workqueue.virtual_lab.hosts import HOST_LAB, LAB_LABEL, Host
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(HOST_LAB.name)]
 
@@ -140,7 +140,18 @@ def test_bad_host_counts_fail_before_anything_is_made(
 ) -> None:
     before = len(client.containers.list(all=True))
     done = subprocess.run(
-        [sys.executable, "-m", "virtual_lab", "--lab", HOST_LAB.name, "up", "--hosts", count, "--brokers", brokers],
+        [
+            sys.executable,
+            "-m",
+            "workqueue.virtual_lab",
+            "--lab",
+            HOST_LAB.name,
+            "up",
+            "--hosts",
+            count,
+            "--brokers",
+            brokers,
+        ],
         capture_output=True,
         text=True,
         check=False,

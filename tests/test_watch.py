@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import pytest
 
-from machine import local_broker
 from tests.conftest import NODE, URL, ctrl_c
-from virtual_lab.processes import LocalLab as Lab
-from virtual_lab.processes import done_seqs
+from workqueue.machine import local_broker
+from workqueue.virtual_lab.processes import LocalLab as Lab
+from workqueue.virtual_lab.processes import done_seqs
 
 pytestmark = pytest.mark.broker
 
@@ -23,10 +23,21 @@ HOST = socket.gethostname()
 
 
 class Watch:
-    """``python -m report.watch`` as a process, its frames read as they come."""
+    """``python -m workqueue.report.watch`` as a process, its frames read as they come."""
 
     def __init__(self, *args: str) -> None:
-        command = [sys.executable, "-m", "report.watch", "--url", URL, "--interval", "0.5", "--duration", "120", *args]
+        command = [
+            sys.executable,
+            "-m",
+            "workqueue.report.watch",
+            "--url",
+            URL,
+            "--interval",
+            "0.5",
+            "--duration",
+            "120",
+            *args,
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -102,7 +113,7 @@ def test_watch_says_in_one_line_when_the_broker_goes(lab: Lab) -> None:
         _, err = watch.stop()
     assert code == 1
     (line,) = err.strip().splitlines()
-    assert line.startswith("python -m report.watch: error: lost the broker (")
+    assert line.startswith("python -m workqueue.report.watch: error: lost the broker (")
     assert "start the view again when it is back" in err and "Traceback" not in err
 
 
@@ -117,7 +128,7 @@ def test_watch_says_in_one_line_when_the_broker_goes(lab: Lab) -> None:
 )
 def test_watch_bad_input_says_what_to_fix(args: list[str], code: int, message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "report.watch", *args], capture_output=True, text=True, timeout=30, check=False
+        [sys.executable, "-m", "workqueue.report.watch", *args], capture_output=True, text=True, timeout=30, check=False
     )
     assert result.returncode == code
     assert "Traceback" not in result.stderr

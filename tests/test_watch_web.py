@@ -1,7 +1,7 @@
 """The live web view, in a real browser (headless Chromium) against a real broker and real workers.
 
 The tests read the page's DOM as the class would read the projector: each task's
-bar (``data-seq``, ``data-fate``, ``data-worker``, drawn by report/timeline.py),
+bar (``data-seq``, ``data-fate``, ``data-worker``, drawn by workqueue/report/timeline.py),
 the verdict line, the queue line and the feed's badge. Every screenshot a test
 takes is saved under build/test-output/watch_web/, to look at when one fails.
 """
@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from machine import local_broker, packages
-from report import fates
-from report.gathered import Container, Gathered, QueueState
 from tests.conftest import NODE, PASSWORD, URL, VHOST, ctrl_c, queue_counts
-from virtual_lab.processes import ROOT, LocalLab, Program
+from workqueue.machine import local_broker, packages
+from workqueue.report import fates
+from workqueue.report.gathered import Container, Gathered, QueueState
+from workqueue.virtual_lab.processes import ROOT, LocalLab, Program
 
 pytestmark = pytest.mark.broker
 
@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 class WebView:
-    """``python -m report.web`` as a process; the address it prints."""
+    """``python -m workqueue.report.web`` as a process; the address it prints."""
 
     def __init__(self, *args: str, listen: str | None = None) -> None:
         self.port = free_port()
@@ -49,7 +49,7 @@ class WebView:
         command = [
             sys.executable,
             "-m",
-            "report.web",
+            "workqueue.report.web",
             "--interval",
             "0.3",
             "--duration",
@@ -291,7 +291,11 @@ def test_the_web_view_bad_input_says_what_to_fix(case: str, code: int, message: 
     }[case]
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "report.web", *args], capture_output=True, text=True, timeout=60, check=False
+            [sys.executable, "-m", "workqueue.report.web", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     finally:
         held.close()
@@ -305,7 +309,17 @@ def test_the_feed_thread_and_the_server_stop_with_the_view(clean_broker: str) ->
     port = free_port()
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "report.web", "--url", URL, "--listen", f"127.0.0.1:{port}", "--duration", "2"],
+        [
+            sys.executable,
+            "-m",
+            "workqueue.report.web",
+            "--url",
+            URL,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--duration",
+            "2",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,1 +1,1 @@
-"""The worker program and its container image (Dockerfile, health check)."""
+"""The worker program and its health check (installed as workqueue.worker_image; the Dockerfile's worker stage)."""

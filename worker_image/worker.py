@@ -1,6 +1,6 @@
 """Consume tasks from the work queue: the tutorial's worker.py, made robust.
 
-    python worker_image/worker.py [--mode ack|noack] [--prefetch N] [--seconds-per-dot S] [--url URL]
+    python -m workqueue.worker_image.worker [--mode ack|noack] [--prefetch N] [--seconds-per-dot S] [--url URL]
 
 Each dot in a task is ``--seconds-per-dot`` seconds of work. The connection's
 I/O (heartbeats included) stays on the main thread while a second thread does
@@ -34,9 +34,6 @@ from functools import cached_property
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
-
-if __package__ in (None, ""):  # run as a script from a checkout or the image
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pika
 import pika.exceptions
@@ -540,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry_point() -> NoReturn:
-    """``workqueue-worker`` (the console script) and ``python worker_image/worker.py``."""
+    """``workqueue-worker`` (the console script) and ``python -m workqueue.worker_image.worker``."""
     cli.run(PROG, main)
 
 

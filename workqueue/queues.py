@@ -26,7 +26,7 @@ QUEUE_TYPES = ("", "classic", "quorum")
 # Where the lab's broker policy dead-letters rejected tasks (roles/rabbitmq:
 # rabbitmq_policies). The programs declare it so that it exists for the policy.
 DEAD_LETTER_QUEUE = "task_queue.rejected"
-# The workers' events, published in batches for the live view (report/watch.py)
+# The workers' events, published in batches for the live view (workqueue/report/watch.py)
 # to hear: a fanout exchange, so that any number of views can listen.
 EVENTS_EXCHANGE = "workqueue.events"
 

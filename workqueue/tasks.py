@@ -2,7 +2,7 @@
 
 As in the tutorial, every dot in a task's text is a second of work. The
 producer stamps each task with its run, its sequence number and a message id
-so that a report can follow each one from producer to worker.
+so that a report can follow each one from workqueue.producer to worker.
 """
 
 from __future__ import annotations

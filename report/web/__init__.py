@@ -1,1 +1,0 @@
-"""The live view in a browser (python -m report.web): see __main__.py."""

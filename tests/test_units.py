@@ -225,6 +225,32 @@ def test_each_role_variable_is_described_once_in_its_argument_specs(role: str) -
             block = [*block, line] if line.startswith("#") else []
 
 
+def _derived(role: Path) -> set[str]:
+    """The names a role gives values it works out: vars/main.yml, set_fact and register (in blocks too)."""
+    names = set(yaml.safe_load((role / "vars" / "main.yml").read_text()) or {}) if (role / "vars").is_dir() else set()
+    for tasks in (role / "tasks").glob("*.yml"):
+        stack = list(yaml.safe_load(tasks.read_text()) or [])
+        while stack:
+            task = stack.pop()
+            stack += task.get("block", []) + task.get("rescue", []) + task.get("always", [])
+            names |= {task["register"]} if "register" in task else set()
+            names |= set(task.get("ansible.builtin.set_fact", {})) - {"cacheable"}
+    return names
+
+
+@pytest.mark.parametrize("role", sorted(path.name for path in (ROOT / "roles").iterdir()))
+def test_what_a_role_derives_is_named_apart_from_its_settings(role: str) -> None:
+    """Settings are the spec's options; a value the role works out starts with an underscore, unless it is a
+    fact the role sets for others, which its README names."""
+    folder = ROOT / "roles" / role
+    settings = set(role_docs.variables(folder / "meta" / "argument_specs.yml"))
+    assert not {name for name in settings if name.startswith("_")}
+    readme = (folder / "README.md").read_text()
+    public = {name for name in _derived(folder) if not name.startswith("_")}
+    assert {name for name in public if f"`{name}`" not in readme} == set()
+    assert not public & settings
+
+
 def test_the_inventorys_settings_of_a_role_are_the_roles_defaults() -> None:
     """inventory/group_vars/all.yml documents the lab's own settings; a role variable there has the role's default."""
     settings = yaml.safe_load((ROOT / "inventory" / "group_vars" / "all.yml").read_text())

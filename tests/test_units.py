@@ -143,6 +143,14 @@ def test_no_program_edits_sys_path() -> None:
     assert [str(f.relative_to(ROOT)) for f in _python_files(but=set()) if edit.search(f.read_text())] == []
 
 
+def test_the_worker_containers_name_is_the_same_for_the_playbooks_the_role_and_the_tools() -> None:
+    from workqueue.virtual_lab.lab_runs import WORKER_CONTAINER
+
+    lab = yaml.safe_load((ROOT / "playbooks" / "group_vars" / "all" / "lab.yml").read_text())
+    role = yaml.safe_load((ROOT / "roles" / "worker" / "defaults" / "main.yml").read_text())
+    assert WORKER_CONTAINER.format("") == lab["worker_container_prefix"] == role["worker_container_prefix"]
+
+
 def test_url_without_password_needs_a_password_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="names user 'alice' but no password"):
         broker_from_url("amqp://alice@h/")

@@ -79,7 +79,7 @@ class Drills:
         if mode is Mode.ACK:
             return set(done_by(self.client, self.workers, run_id)) >= set(range(1, count + 1))
         running = on(self.client, self.target, "docker", "ps", "--format", "{{.Names}}").split()
-        holders = [h for h in self.workers if h != self.target or "workqueue-worker-1" in running]
+        holders = [h for h in self.workers if h != self.target or lab_runs.WORKER_CONTAINER.format(1) in running]
         return not any(unfinished(self.client, h, run_id) for h in holders)
 
     def run(self, fault: str, mode: Mode) -> Outcome:

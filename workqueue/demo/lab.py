@@ -70,7 +70,8 @@ def drill(demo: Demo, client: docker.DockerClient, workers: list[str], mode: Mod
     # drill.yml's stop is docker stop, struck the moment the worker holds a task. It is started first,
     # and the run produced once it watches: started after, its own first tasks could outlast a run of
     # short tasks on a busy machine, and find nothing left to strike.
-    print(f"    drill.yml watches workqueue-worker-1 on {stopped}: docker stop the moment it holds a task", flush=True)
+    watched = lab_runs.WORKER_CONTAINER.format(1)
+    print(f"    drill.yml watches {watched} on {stopped}: docker stop the moment it holds a task", flush=True)
     started = time.monotonic()
 
     def produce() -> str:

@@ -25,6 +25,8 @@ from workqueue.virtual_lab.hosts import ROOT, Lab
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 FAULTS_RECORD = "/var/lib/workqueue-lab/runs/faults.jsonl"  # lab_runs_dir's, in playbooks/group_vars/all/lab.yml
 RUN_ID = re.compile(r"Run (\d{8}-\d{6}-[0-9a-f]{4}): \d+ sent")
+# The worker containers on a host, by number (worker_container_prefix, in playbooks/group_vars/all/lab.yml).
+WORKER_CONTAINER = "workqueue-worker-{}"
 STRIKE_TASK = "TASK [drill : Wait until the worker holds a task"  # roles/drill/tasks/in_hand.yml: waits, then strikes
 T = TypeVar("T")
 
@@ -153,7 +155,7 @@ def queue_row(
 
 def container_events(client: docker.DockerClient, host: str, worker: int = 1) -> list[dict[str, Any]]:
     """A worker container's events, from `docker logs` on its host (kept after docker stop)."""
-    logs = client.containers.get(host).exec_run(["docker", "logs", f"workqueue-worker-{worker}"], demux=True)
+    logs = client.containers.get(host).exec_run(["docker", "logs", WORKER_CONTAINER.format(worker)], demux=True)
     return list(read_events((logs.output[1] or b"").decode().splitlines()))
 
 

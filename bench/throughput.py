@@ -35,6 +35,7 @@ from workqueue.events import read_events
 from workqueue.machine import local_broker
 from workqueue.queues import Mode, declare, queue_spec
 from workqueue.tasks import new_run_id, task_properties
+from workqueue.virtual_lab.processes import PRODUCER, WORKER
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = new_run_id()
@@ -136,9 +137,7 @@ def worker_drain(mode: Mode, count: int, prefetch: int, workdir: Path, connect: 
     """The worker's rate; ``connect``: how it reaches the broker (default --url URL)."""
     fill(mode, count)
     command = [
-        sys.executable,
-        "-m",
-        "workqueue.worker_image.worker",
+        *WORKER,
         "--mode",
         mode.value,
         "--seconds-per-dot",
@@ -171,9 +170,7 @@ def worker_drain(mode: Mode, count: int, prefetch: int, workdir: Path, connect: 
 def producer_publish(mode: Mode, count: int, workdir: Path, connect: tuple[str, ...] = ()) -> float:
     channel_for(mode)[0].close()  # an empty queue, as for the bare loop
     command = [
-        sys.executable,
-        "-m",
-        "workqueue.producer.new_task",
+        *PRODUCER,
         str(count),
         "task",
         "--mode",

@@ -17,7 +17,7 @@ COMMAND_LINES = (
 SAMPLER = (
     "touch /tmp/sampling; rm -f /tmp/ps-samples /tmp/ps-count; i=0;"
     f" while [ -e /tmp/sampling ] && [ $i -lt 4000 ]; do {COMMAND_LINES} >> /tmp/ps-samples; i=$((i+1)); sleep 0.05;"
-    " done; echo $i > /tmp/ps-count"
+    " done; echo $i > /tmp/ps-count.new; mv /tmp/ps-count.new /tmp/ps-count"
 )
 
 
@@ -38,9 +38,13 @@ class CommandLines:
         for host in self.hosts:
             on(self.client, host, "rm", "-f", "/tmp/sampling")
         for host in self.hosts:
-            wait_until(lambda h=host: on_result(self.client, h, "test", "-s", "/tmp/ps-count")[0] == 0, 10, "sampler")
+            # Its count is written whole (a rename), last: a number there means the sampler is done.
+            wait_until(lambda h=host: self._count(h).isdigit(), 10, f"sampler's count on {host}")
             self.seen[host] = on(self.client, host, "cat", "/tmp/ps-samples")
-            assert int(on(self.client, host, "cat", "/tmp/ps-count")) >= 20, f"the sampler ran on {host}"
+            assert int(self._count(host)) >= 20, f"the sampler ran on {host}"
+
+    def _count(self, host: str) -> str:
+        return on_result(self.client, host, "cat", "/tmp/ps-count")[1].strip()
 
 
 def where_secrets_show(

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv role-docs demo drills demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls bench-releases bench-scale lab-up lab-down lab-status clean
+.PHONY: help venv role-docs demo drills demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls bench-releases bench-scale bench-arch lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
@@ -16,11 +16,12 @@ help:
 	@echo "make watch-web [INVENTORY=...] [LISTEN=host:port]  the live view in a browser, the timeline drawing itself"
 	@echo "make test    lint and run every test (installs RabbitMQ, Docker and the images if needed)"
 	@echo "make test-quick  lint, units and the programs against a local broker: no Docker, no lab"
-	@echo "make images  build the worker and producer images with no registry"
+	@echo "make images [ARCH=arm64]  build the worker and producer images with no registry (for Pis too)"
 	@echo "make bench   compare the worker and producer with bare pika loops"
 	@echo "make bench-tls  the worker and producer over TLS against plain AMQP"
 	@echo "make bench-releases  site.yml on Debian 12 and 13 hosts, side by side"
 	@echo "make bench-scale  the lab at 5, 10 and 20 worker hosts: times, memory, a plot"
+	@echo "make bench-arch  an idle worker's memory: this machine's image, and a Raspberry Pi's under emulation"
 	@echo "make lab-up [HOSTS=5] [BROKERS=1|3] [RELEASE=bookworm|trixie|mixed]  a virtual lab: Debian hosts with systemd and SSH (lab-down, lab-status)"
 
 $(STAMP): pyproject.toml
@@ -43,8 +44,9 @@ broker: venv
 engine: venv
 	$(PY) -m workqueue.machine engine
 
+# ARCH=arm64 (or "arm64 amd64"): for worker hosts of other architectures too (Raspberry Pis), under emulation.
 images: venv
-	$(PY) -m workqueue.machine images
+	$(PY) -m workqueue.machine images $(foreach a,$(ARCH),--arch $(a))
 
 # The images' pinned packages as wheels (build/wheelhouse), for a docker build of your own.
 wheelhouse: venv
@@ -115,6 +117,10 @@ bench-tls: venv
 # How site.yml, report.yml and the lab grow with 5, 10 and 20 worker hosts (a virtual lab of its own, removed after).
 bench-scale: venv
 	$(PY) bench/scale.py
+
+# An idle worker's memory in this machine's image and in a Raspberry Pi's, emulated (builds that one if missing).
+bench-arch: broker
+	$(PY) bench/architectures.py
 
 # site.yml on Debian 12 and Debian 13 hosts, side by side (a virtual lab of its own, removed after).
 bench-releases: venv

@@ -12,7 +12,7 @@ from docker.models.containers import Container
 
 from tests.conftest import NODE, PASSWORD, VHOST
 from workqueue.events import read_events
-from workqueue.machine import engine, images
+from workqueue.machine import emulation, engine, images
 
 pytestmark = [pytest.mark.broker, pytest.mark.docker]
 
@@ -25,6 +25,15 @@ def client() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def built(client: docker.DockerClient) -> dict[str, str]:
     return images.program_images(client)
+
+
+# A Raspberry Pi's (arm64), built and run here under emulation (qemu-user-static): cached by recipe like the others.
+FOREIGN = "arm64" if emulation.native() != "arm64" else "amd64"
+
+
+@pytest.fixture(scope="session")
+def built_foreign(client: docker.DockerClient) -> dict[str, str]:
+    return images.program_images(client, arch=FOREIGN)
 
 
 @pytest.mark.parametrize(
@@ -50,9 +59,14 @@ def logs(container: Container) -> tuple[str, list[dict]]:
     return out, events
 
 
+@pytest.mark.parametrize("arch", [None, FOREIGN], ids=["native", "emulated"])
 def test_containers_do_the_tutorial_and_docker_stop_is_clean(
-    client: docker.DockerClient, built: dict[str, str], broker_user: str, tmp_path: Path
+    client: docker.DockerClient, broker_user: str, tmp_path: Path, request: pytest.FixtureRequest, arch: str | None
 ) -> None:
+    """On this machine's architecture, and on a Raspberry Pi's under emulation: the same tasks, the same events."""
+    built = request.getfixturevalue("built_foreign" if arch else "built")
+    for tag in built.values():
+        assert client.images.get(tag).attrs["Architecture"] == (arch or emulation.native())
     secret = tmp_path / "amqp_password"
     secret.write_text(PASSWORD + "\n")
     secret.chmod(0o644)
@@ -69,7 +83,9 @@ def test_containers_do_the_tutorial_and_docker_stop_is_clean(
     name = f"wq-test-worker-{tmp_path.name}"  # per run: a crashed run's leftover cannot collide
     worker = client.containers.run(built["workqueue-lab/worker"], detach=True, name=name, **common)
     try:
-        deadline = time.monotonic() + 30
+        machine = emulation.KERNEL_NAMES[arch or emulation.native()]
+        assert worker.exec_run(["uname", "-m"]).output.decode().strip() == machine  # its own binaries, emulated
+        deadline = time.monotonic() + (90 if arch else 30)  # emulated, Python starts in seconds, not a tenth
         while not any(e["event"] == "consuming" for e in logs(worker)[1]) and time.monotonic() < deadline:
             time.sleep(0.2)
         producer = client.containers.run(built["workqueue-lab/producer"], ["3"], detach=True, **common)

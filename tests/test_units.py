@@ -151,6 +151,19 @@ def test_the_worker_containers_name_is_the_same_for_the_playbooks_the_role_and_t
     assert WORKER_CONTAINER.format("") == lab["worker_container_prefix"] == role["worker_container_prefix"]
 
 
+def test_the_architectures_images_are_built_for_are_those_the_role_ships_by_a_hosts_facts() -> None:
+    from workqueue.machine import emulation, images
+
+    role = yaml.safe_load((ROOT / "roles" / "lab_client" / "vars" / "main.yml").read_text())
+    assert role["_lab_client_docker_arch"] == {kernel: arch for arch, kernel in emulation.KERNEL_NAMES.items()}
+    # This machine's own images keep their names; another architecture's carry it after the tag, as the role asks.
+    assert images.suffix(None) == images.suffix(emulation.native()) == ""
+    foreign = next(arch for arch in emulation.KERNEL_NAMES if arch != emulation.native())
+    assert images.suffix(foreign) == f"-{foreign}" and "'-' ~ _lab_client_arch" in role["_lab_client_names"]
+    with pytest.raises(SetupError, match="ARCH=arm64"):
+        emulation.check_architecture("riscv64")
+
+
 def test_url_without_password_needs_a_password_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="names user 'alice' but no password"):
         broker_from_url("amqp://alice@h/")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workqueue.machine import engine, images, local_broker
+from workqueue.machine import emulation, engine, images, local_broker
 from workqueue.machine.packages import SetupError
 
 
@@ -17,6 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("wheelhouse", help="download the images' pinned Python packages into build/wheelhouse")
     build = commands.add_parser("images", help="build the worker and producer images with no registry")
     build.add_argument("--base-image", help="base image for both (default: a local Debian python3 base)")
+    build.add_argument(
+        "--arch",
+        action="append",
+        default=[],
+        help="also build them for this architecture (arm64: Raspberry Pis), under emulation; repeatable",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "broker":
@@ -29,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the images' packages are in {images.ensure_wheelhouse().relative_to(images.ROOT)}")
         elif args.command == "images":
             client = engine.ensure_engine()
-            for name, tag in images.program_images(client, args.base_image).items():
-                size = client.images.get(tag).attrs["Size"] / 1e6
-                print(f"{tag} ({name}:latest) {size:.0f} MB")
+            for arch in [None, *dict.fromkeys(a for a in args.arch if a != emulation.native())]:
+                for name, tag in images.program_images(client, args.base_image, arch).items():
+                    size = client.images.get(tag).attrs["Size"] / 1e6
+                    print(f"{tag} ({name}:latest{images.suffix(arch)}) {size:.0f} MB")
     except SetupError as exc:
         print(f"machine: error: {exc}", file=sys.stderr)
         return 1

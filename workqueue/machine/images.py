@@ -1,7 +1,9 @@
 """Images built on this machine with no registry: Debian and Python bases, the worker and the producer.
 
 Each image is tagged by a hash of its recipe (what goes into it), so a rebuild
-happens only when the recipe changes, and the ``:latest`` tag follows it.
+happens only when the recipe changes, and the ``:latest`` tag follows it. Images for another
+architecture than this machine's (arm64 for Raspberry Pis, on a PC) are built under emulation
+(emulation.py) and carry it after their tags: ``workqueue-lab/worker:latest-arm64``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import docker
 import docker.errors
 from docker.models.images import Image
 
-from workqueue.machine import apt_sources
+from workqueue.machine import apt_sources, emulation
 from workqueue.machine.packages import SetupError, ensure_commands
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,20 +81,27 @@ def _files(paths: Iterable[Path]) -> list[bytes]:
     return found
 
 
-def _existing(client: docker.DockerClient, name: str, recipe: str) -> Image | None:
+def suffix(arch: str | None) -> str:
+    """What follows an image's tags for an architecture: nothing for this machine's own."""
+    return "" if arch is None or arch == emulation.native() else f"-{arch}"
+
+
+def _existing(client: docker.DockerClient, name: str, tag: str) -> Image | None:
     try:
-        return client.images.get(f"{name}:{recipe}")
+        return client.images.get(f"{name}:{tag}")
     except docker.errors.ImageNotFound:
         return None
 
 
-def _tag_latest(client: docker.DockerClient, image: Image, name: str) -> None:
-    """Point ``name:latest`` at the image, and drop the tags of recipes it replaces."""
-    image.tag(name, "latest")
+def _tag_latest(client: docker.DockerClient, image: Image, name: str, after: str = "") -> None:
+    """Point ``name:latest`` (of the architecture ``after`` says) at the image, and drop the tags of
+    the recipes it replaces for that architecture (a recipe is 12 hex digits: no ``-`` but an architecture's)."""
+    image.tag(name, f"latest{after}")
     image.reload()
     for old in client.images.list(name=name, filters={"label": RECIPE_LABEL}):
         for tag in old.tags:
-            if tag not in image.tags:
+            ours = tag.endswith(after) if after else "-" not in tag.rsplit(":", 1)[-1]
+            if ours and tag not in image.tags:
                 with contextlib.suppress(docker.errors.APIError):  # still used by a container: kept
                     client.images.remove(tag, noprune=False)
 
@@ -102,15 +111,20 @@ def debian_image(release: str = SUITE) -> str:
     return DEBIAN_IMAGE if release == SUITE else f"{DEBIAN_IMAGE}-{release}"
 
 
-def debian_base(client: docker.DockerClient, release: str = SUITE) -> str:
-    """A Debian base image of ``release`` made from Debian's packages (mmdebstrap), trusting this machine's CAs."""
+def debian_base(client: docker.DockerClient, release: str = SUITE, arch: str | None = None) -> str:
+    """A Debian base image of ``release`` made from Debian's packages (mmdebstrap), trusting this machine's CAs;
+    for another architecture than this machine's, made under emulation and tagged with it."""
     sources = apt_sources.for_release(release)
-    name = debian_image(release)
-    recipe_args = ["--variant=minbase", "--include=ca-certificates", *SLIM_DPKG_OPTIONS, release]
+    name, after = debian_image(release), suffix(arch)
+    foreign = [f"--arch={arch}"] if after else []
+    recipe_args = [*foreign, "--variant=minbase", "--include=ca-certificates", *SLIM_DPKG_OPTIONS, release]
     recipe = _digest([" ".join(recipe_args).encode(), sources.encode(), CA_BUNDLE.read_bytes()])
-    if _existing(client, name, recipe) is None:
+    if _existing(client, name, recipe + after) is None:
         ensure_commands({"mmdebstrap": "mmdebstrap"})
-        print(f"building {name}:{recipe} from Debian's packages (mmdebstrap, about a minute)...", flush=True)
+        if arch is not None:
+            emulation.ensure_emulation(arch)
+        took = "a few minutes, emulated" if after else "about a minute"
+        print(f"building {name}:{recipe}{after} from Debian's packages (mmdebstrap, {took})...", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             tarball = Path(tmp) / "rootfs.tar"
             sources_file = Path(tmp) / "debian.sources"  # mmdebstrap reads a mirror list by its suffix
@@ -136,15 +150,17 @@ def debian_base(client: docker.DockerClient, release: str = SUITE) -> str:
             if done.returncode != 0:
                 tail = done.stderr.strip().splitlines()[-3:]
                 raise SetupError(f"mmdebstrap failed: {' / '.join(tail)}")
-            client.api.import_image_from_file(
-                str(tarball),
-                repository=name,
-                tag=recipe,
-                changes=[f"LABEL {RECIPE_LABEL}={recipe} {PROJECT_LABEL}=base", 'CMD ["bash"]'],
-            )
-    image = client.images.get(f"{name}:{recipe}")
-    _tag_latest(client, image, name)
-    return f"{name}:{recipe}"
+            labels = f"LABEL {RECIPE_LABEL}={recipe} {PROJECT_LABEL}=base"
+            if after:  # an import says nothing of its architecture: a build from scratch on its platform does
+                (Path(tmp) / "Dockerfile").write_text(f'FROM scratch\nADD rootfs.tar /\n{labels}\nCMD ["bash"]\n')
+                client.images.build(path=tmp, tag=f"{name}:{recipe}{after}", platform=f"linux/{arch}", rm=True)
+            else:
+                client.api.import_image_from_file(
+                    str(tarball), repository=name, tag=recipe, changes=[labels, 'CMD ["bash"]']
+                )
+    image = client.images.get(f"{name}:{recipe}{after}")
+    _tag_latest(client, image, name, after)
+    return f"{name}:{recipe}{after}"
 
 
 @contextlib.contextmanager
@@ -167,23 +183,26 @@ def build(
     buildargs: dict[str, str],
     inputs: Iterable[Path],
     target: str | None = None,
+    arch: str | None = None,
 ) -> str:
-    """Build an image (a Dockerfile's ``target`` stage) unless one with the same recipe exists.
+    """Build an image (a Dockerfile's ``target`` stage) unless one with the same recipe exists; for another
+    architecture than this machine's (its base one of that architecture), under emulation, tagged with it.
 
     The recipe: the Dockerfile, the inputs, the build args and the stage.
     """
     settings = [*(f"{k}={v}".encode() for k, v in sorted(buildargs.items())), f"target={target}".encode()]
-    recipe = _digest([*_files([dockerfile, *inputs]), *settings])
-    if _existing(client, name, recipe) is None:
-        print(f"building {name}:{recipe}...", flush=True)
+    recipe, after = _digest([*_files([dockerfile, *inputs]), *settings]), suffix(arch)
+    if _existing(client, name, recipe + after) is None:
+        print(f"building {name}:{recipe}{after}...", flush=True)
         try:
             client.images.build(
                 path=str(context),
                 dockerfile=str(dockerfile.relative_to(context)),
-                tag=f"{name}:{recipe}",
+                tag=f"{name}:{recipe}{after}",
                 buildargs=buildargs,
                 target=target,
                 labels={RECIPE_LABEL: recipe, PROJECT_LABEL: "image"},
+                platform=f"linux/{arch}" if after else None,
                 rm=True,
                 forcerm=True,
             )
@@ -191,14 +210,14 @@ def build(
             lines = [str(chunk.get("stream", chunk.get("error", ""))).strip() for chunk in exc.build_log]
             tail = [line for line in lines if line][-3:]
             raise SetupError(f"building {name} failed: {' / '.join(tail)}") from None
-    _tag_latest(client, client.images.get(f"{name}:{recipe}"), name)
-    return f"{name}:{recipe}"
+    _tag_latest(client, client.images.get(f"{name}:{recipe}{after}"), name, after)
+    return f"{name}:{recipe}{after}"
 
 
-def python_base(client: docker.DockerClient) -> str:
-    debian = debian_base(client)
+def python_base(client: docker.DockerClient, arch: str | None = None) -> str:
+    debian = debian_base(client, arch=arch)
     dockerfile = DOCKERFILES / "python.Dockerfile"
-    return build(client, PYTHON_IMAGE, dockerfile, DOCKERFILES, {"DEBIAN_IMAGE": debian}, [])
+    return build(client, PYTHON_IMAGE, dockerfile, DOCKERFILES, {"DEBIAN_IMAGE": debian}, [], arch=arch)
 
 
 def ensure_wheelhouse() -> Path:
@@ -216,13 +235,18 @@ def ensure_wheelhouse() -> Path:
     return WHEELHOUSE
 
 
-def program_images(client: docker.DockerClient, base_image: str | None = None) -> dict[str, str]:
-    """Build the worker and producer images on a base (default: the local Python base)."""
-    base = base_image or os.environ.get("BASE_IMAGE") or python_base(client)
+def program_images(
+    client: docker.DockerClient, base_image: str | None = None, arch: str | None = None
+) -> dict[str, str]:
+    """Build the worker and producer images on a base (default: the local Python base), for this machine's
+    architecture or ``arch`` (pika is pure Python: the one wheelhouse serves every architecture)."""
+    if arch is not None:
+        emulation.check_architecture(arch)
+    base = base_image or os.environ.get("BASE_IMAGE") or python_base(client, arch)
     ensure_wheelhouse()
     shared = [*sorted((ROOT / "workqueue").glob("*.py")), REQUIREMENTS, WHEELHOUSE, ROOT / ".dockerignore"]
     built = {}
     for name, (stage, folder) in PROGRAM_STAGES.items():
         inputs = [*shared, *sorted((ROOT / folder).glob("*.py"))]
-        built[name] = build(client, name, PROGRAMS_DOCKERFILE, ROOT, {"BASE_IMAGE": base}, inputs, stage)
+        built[name] = build(client, name, PROGRAMS_DOCKERFILE, ROOT, {"BASE_IMAGE": base}, inputs, stage, arch)
     return built

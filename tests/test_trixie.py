@@ -23,6 +23,7 @@ import yaml
 
 from tests.conftest import changed_nothing, succeeded
 from tests.host_firewall import connects, install_drop_by_default, lab_rules, outsider_reaches
+from tests.playbook_lab import changed
 from workqueue.machine import engine, images
 from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import TRIXIE_LAB
@@ -242,6 +243,48 @@ def test_noack_drill_on_debian_13_a_stopped_worker_loses_what_it_held(lab: docke
     said, data = report(tmp_path, run_id)
     assert lost and {t["seq"] for t in data["tasks"] if t["fate"] == "lost"} == lost
     assert f"6 sent, {6 - len(lost)} done, {len(lost)} lost" in said
+
+
+# --- a worker host of another architecture: a Raspberry Pi (arm64), emulated
+
+# The second worker host taken for a Pi: the images of its architecture, run under qemu (binfmt_misc is the
+# kernel's, shared by the lab's hosts). Extra vars are templated per host: only WORKER_B says arm64.
+AS_A_PI = ("-e", f"image_architecture={{{{ 'arm64' if inventory_hostname == '{WORKER_B}' else '' }}}}")
+
+
+def image_here(client: docker.DockerClient, host: str, what: str) -> str:
+    return on(client, host, "docker", "image", "inspect", "-f", what, "workqueue-lab/worker:latest").strip()
+
+
+def test_a_pi_among_the_workers_stops_site_until_its_image_is_built_then_runs_it(lab: docker.DockerClient) -> None:
+    deploy(lab)
+    before = worker_containers(lab)
+    # A build with no arm64 twin (its recipe's own tag): the preflight names the host, its architecture, the fix.
+    native_only = images.program_images(lab)["workqueue-lab/worker"]
+    refused = playbook("site.yml", "-e", "task_mode=ack", "-e", f"worker_image={native_only}", *AS_A_PI)
+    said = " ".join(refused.stdout.split())
+    assert refused.returncode != 0
+    assert (
+        f"{WORKER_B} is arm64: this machine has no {native_only} of that architecture (only amd64): build it with"
+        " `make images ARCH=arm64`" in said
+    ), said[-2000:]
+    counts = changed(refused)
+    assert WORKER_B in counts and sum(counts.values()) == 0 and worker_containers(lab) == before, counts
+
+    images.program_images(lab, arch="arm64")  # make images ARCH=arm64 (cached by its recipe)
+    _deployed["mode"] = None  # the Pi's worker is recreated on its own image; the next deploy puts it back
+    succeeded(playbook("site.yml", "-e", "task_mode=ack", *AS_A_PI))
+    assert image_here(lab, WORKER_B, "{{.Architecture}}") == "arm64"
+    assert image_here(lab, WORKER_A, "{{.Architecture}}") == "amd64"
+    assert on(lab, WORKER_B, "docker", "exec", "workqueue-worker-1", "uname", "-m").strip() == "aarch64"
+    # Under the image's own name only: the name it came by (latest-arm64) is not left on the host.
+    assert "latest-arm64" not in on(lab, WORKER_B, "docker", "image", "ls", "--format", "{{.Tag}}")
+    wait_until(lambda: consumers(lab, "task_queue") == 2, 90, "the emulated worker consuming")
+
+    run_id = run_id_of(succeeded_output(playbook("produce.yml", "-e", "task_mode=ack", "-e", "task_count=6")))
+    wait_until(lambda: set(done_by(lab, WORKERS, run_id)) == set(range(1, 7)), 90, "every task done")
+    assert done_by(lab, [WORKER_B], run_id), "the emulated worker did its share"
+    changed_nothing(playbook("site.yml", "-e", "task_mode=ack", *AS_A_PI), [BROKER, *CACHED])
 
 
 # --- teardown

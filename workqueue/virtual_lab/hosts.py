@@ -411,14 +411,14 @@ def status(client: docker.DockerClient, lab: Lab = DEFAULT_LAB) -> list[HostStat
                 address=address,
                 state=container.status,
                 ssh=running and bool(address) and ssh_answers(lab, address),
-                memory_mb=_resident_mb(container) if running else None,
+                memory_mb=resident_mb(container) if running else None,
                 project_containers=[line for line in project if line],
             )
         )
     return found
 
 
-def _resident_mb(container: Container) -> float:
+def resident_mb(container: Container) -> float:
     """Resident memory of a host's processes, nested containers included.
 
     Docker's own accounting sees nothing here: systemd inside, on the host's

@@ -154,9 +154,19 @@ def queue_row(
 
 
 def container_events(client: docker.DockerClient, host: str, worker: int = 1) -> list[dict[str, Any]]:
-    """A worker container's events, from `docker logs` on its host (kept after docker stop)."""
-    logs = client.containers.get(host).exec_run(["docker", "logs", WORKER_CONTAINER.format(worker)], demux=True)
-    return list(read_events((logs.output[1] or b"").decode().splitlines()))
+    """A worker container's events, from `docker logs` on its host (kept after docker stop).
+
+    A `docker logs` that fails (a busy engine, a container being removed) is asked again twice, then
+    raises: read as no events at all, it would pass for a worker that never received a task.
+    """
+    command = ["docker", "logs", WORKER_CONTAINER.format(worker)]
+    for attempt in range(3):
+        logs = client.containers.get(host).exec_run(command, demux=True)
+        if logs.exit_code == 0:
+            return list(read_events((logs.output[1] or b"").decode().splitlines()))
+        time.sleep(0.5 * (attempt + 1))
+    said = (logs.output[1] or logs.output[0] or b"").decode(errors="replace").strip()[-300:]
+    raise RuntimeError(f"docker logs {WORKER_CONTAINER.format(worker)} on {host} exited {logs.exit_code}: {said}")
 
 
 def worker_events(client: docker.DockerClient, host: str, run_id: str, worker: int = 1) -> list[dict[str, Any]]:

@@ -42,5 +42,5 @@ FROM runtime AS producer
 LABEL org.opencontainers.image.title="workqueue-lab producer" \
       org.opencontainers.image.description="RabbitMQ tutorial 2 producer (pika): publishes COUNT tasks" \
       org.opencontainers.image.licenses="MIT"
-COPY producer/__init__.py producer/new_task.py producer/confirms.py /app/workqueue/producer/
+COPY producer/__init__.py producer/new_task.py producer/confirms.py producer/blocked.py /app/workqueue/producer/
 ENTRYPOINT ["python", "-m", "workqueue.producer.new_task"]

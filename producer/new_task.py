@@ -33,6 +33,7 @@ from workqueue.output import Output
 from workqueue.queues import EVENTS_EXCHANGE, Mode, QueueSpec, declare, declare_events
 from workqueue.tasks import MAX_TASKS, new_run_id, seq_list, task_body, task_properties
 
+from .blocked import Blocked
 from .confirms import ConfirmWindow
 
 PROG = "new_task.py"
@@ -81,6 +82,7 @@ class Producer:
         self.channel: BlockingChannel | None = None
         self.feed: BlockingChannel | None = None  # the live views' events: a channel without confirms
         self.window: ConfirmWindow | None = None  # ack mode: the tasks awaiting confirmation
+        self.blocked = Blocked(out)  # the broker's resource alarms
 
     def open(self) -> None:
         """Connect (retrying within --connect-timeout) and declare the queue, as the workers do."""
@@ -93,6 +95,7 @@ class Producer:
         )
         assert self.connection is not None  # no stop flag here: connect only returns None when asked to stop
         self.node = node_of(self.connection)
+        self.blocked.watch(self.connection)
         self.channel = self.connection.channel()
         declare(self.channel, self.options.queue)
         self.feed = self.connection.channel()
@@ -227,6 +230,8 @@ def produce(args: argparse.Namespace, options: cli.BrokerOptions, out: Output) -
     )
     producer.tell_feed()
     again = f" ({len(run.resent)} sent again after a lost connection: {seq_list(run.resent)})" if run.resent else ""
+    if producer.blocked.seconds:
+        again += f" (blocked {producer.blocked.seconds:.1f} s by the broker's resource alarm)"
     if producer.ack:
         out.say(f" [x] Run {run.run_id}: {len(run.sent)} sent, {len(run.sent)} confirmed by the broker{again}")
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,8 +92,10 @@ def test_long_task_does_not_starve_heartbeats(lab: Lab) -> None:
     producer = lab.produce("1", "long....", "--url", URL)
     assert producer.process.returncode == 0, producer.errors()
     worker.wait_for_event("received")
-    assert heartbeats(NODE) == [1], "the worker's connection really runs on a 1 s heartbeat"
+    # Its two connections, the tasks' and the live views' words' (worker_image/feed.py), each on a 1 s heartbeat.
+    assert heartbeats(NODE) == [1, 1], "the worker's connections really run on a 1 s heartbeat"
     worker.wait_for_event("done", timeout=20)
+    assert heartbeats(NODE) == [1, 1], "neither connection was dropped for silence during the work"
     # The acknowledgement travels on the same connection: the broker holds nothing back.
     assert_counts("task_queue", (0, 0))
     assert worker.events("connection_lost") == []
@@ -225,6 +228,44 @@ def test_producer_waits_for_a_restarted_broker_and_sends_again_what_was_not_conf
     while not 10 <= queue_counts().get("task_queue", (0, 0))[0] <= 10 + len(resent) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert 10 <= queue_counts()["task_queue"][0] <= 10 + len(resent)
+
+
+def test_under_the_brokers_disk_alarm_the_producer_waits_saying_since_when_and_the_worker_goes_on(
+    lab: Lab, tmp_path
+) -> None:
+    first = lab.produce("6", "--url", URL)  # waiting in the queue when the alarm comes
+    status = json.loads(local_broker.ctl(NODE, "status", "--formatter", "json").stdout)
+    # A free-disk limit past any disk's free space: the node raises its disk alarm at once, and blocks publishers.
+    local_broker.ctl(NODE, "set_disk_free_limit", str(10**18))
+    try:
+        (worker,) = lab.workers(1, "--mode", "ack", "--seconds-per-dot", "0.05")
+        producer = Program(PRODUCER, ["6", "task"], tmp_path, "producer-blocked", {"AMQP_URL": URL})
+        blocked = producer.wait_for_event("blocked", timeout=30)
+        # The worker publishes its words to the live views, and only they wait: its tasks and acks go on.
+        run = first.events("run_started")[0]["run_id"]
+        worker.wait_for(
+            lambda: {e["seq"] for e in worker.events("done") if e["run_id"] == run} == set(range(1, 7)),
+            30,
+            "the queue drained",
+        )
+        assert_counts("task_queue", (0, 0))
+        time.sleep(1)
+        assert producer.process.poll() is None, "blocked, the producer waits: it neither fails nor finishes"
+        assert not producer.events("run_finished")
+    finally:
+        local_broker.ctl(NODE, "set_disk_free_limit", str(status["disk_free_limit"]))
+    assert producer.wait(timeout=60) == 0, producer.errors()
+    assert blocked["reason"] == "low on disk"
+    (unblocked,) = producer.events("unblocked")
+    assert unblocked["seconds"] >= 1 and unblocked["ts"] > blocked["ts"]
+    said = "\n".join(producer.lines() + producer.errors().splitlines())
+    assert re.search(r"blocked by the broker since \d\d:\d\d:\d\d: low on disk \(a resource alarm", said), said
+    assert "the broker takes tasks again, after" in said
+    assert re.search(r"6 sent, 6 confirmed by the broker \(blocked \d+\.\d s by the broker's resource alarm\)", said)
+    (finished,) = producer.events("run_finished")
+    assert finished["sent"] == 6 and finished["unconfirmed"] == []
+    second = finished["run_id"]
+    worker.wait_for(lambda: len([e for e in worker.events("done") if e["run_id"] == second]) == 6, 30, "the new run")
 
 
 def test_a_frozen_worker_finishes_late_its_ack_refused_and_the_task_is_done_again_elsewhere(lab: Lab) -> None:

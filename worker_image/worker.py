@@ -43,18 +43,15 @@ from pika.adapters.blocking_connection import BlockingChannel
 from workqueue import cli
 from workqueue.connection import connect, describe, node_of
 from workqueue.output import Output
-from workqueue.queues import EVENTS_EXCHANGE, Mode, declare, declare_events
+from workqueue.queues import Mode, declare
 from workqueue.tasks import TaskLabel, as_text, task_label, task_origin, work_seconds
+
+from .feed import Feed
 
 PROG = "worker.py"
 # How long the I/O loop waits before it looks at the stop flag again.
 POLL_SECONDS = 0.2
 HEALTH_TOUCH_SECONDS = 5.0
-# A worker publishes its events to the live view's feed at most this often, and at
-# least every FEED_ALIVE_SECONDS, if only to say it is alive.
-FEED_INTERVAL = 0.2
-FEED_ALIVE_SECONDS = 5.0
-_FEED_PROPERTIES = pika.BasicProperties(content_type="application/x-ndjson")
 # The longest task a worker does by default: half of RabbitMQ's consumer timeout (30 minutes),
 # past which the broker would close the channel of a task still unacknowledged.
 MAX_TASK_SECONDS = 900.0
@@ -129,10 +126,8 @@ class Worker:
         self._work_thread = threading.Thread(target=self._work_loop, name="work", daemon=True)
         self._health_touched = 0.0
         self._said_stopped = False
-        self._fed = 0.0  # when the feed was last published
-        self._unheard = False  # the broker handed the last feed message back: no live view listens
-        self._alive = Output.encode(mode=config.options.mode.value)
-        self._feed: BlockingChannel | None = None  # the live views' channel: its loss never touches the tasks'
+        # The live views' words, on a connection of their own: their loss or block never touches the tasks.
+        self._feed = Feed(config.options.broker, out, Output.encode(mode=config.options.mode.value))
         self._consumer_cancelled = False  # by the broker: the queue was deleted (set by pika's callback)
         self._channel_retry = CHANNEL_RETRY_FIRST
         self._lab_user = config.options.broker.user  # a task is a run's only when sent as this user; read per task
@@ -201,7 +196,7 @@ class Worker:
             channel.basic_qos(prefetch_count=self.config.prefetch)
         channel.add_on_cancel_callback(self._on_consumer_cancelled)
         self._start_consuming(channel)
-        self._feed = None
+        self._feed.renew()
         node = node_of(connection)
         self.out.say(" [*] Waiting for messages. To exit press CTRL+C" if first else f" [*] Reconnected to {node}")
         self.out.event("consuming", queue=spec.name, node=node)
@@ -218,7 +213,7 @@ class Worker:
                 self._consume_again(channel, node)
             self._send_inline_ack()
             self.out.flush_when_due()
-            self._publish_feed(connection)
+            self._feed.publish()
             self._touch_health()
         self._cancel.set()
         self._stop_work_thread()
@@ -226,7 +221,8 @@ class Worker:
         connection.process_data_events(time_limit=0)
         self._send_inline_ack()
         self._say_stopped()  # while connected, so that the live view hears it
-        self._publish_feed(connection, final=True)
+        self._feed.publish(final=True)
+        self._feed.close()
         connection.close()
 
     def _start_consuming(self, channel: BlockingChannel) -> None:
@@ -259,48 +255,6 @@ class Worker:
         """
         if connection.is_open and not self._stopping():
             connection.call_later(POLL_SECONDS, lambda: self._tick(connection))
-
-    def _publish_feed(self, connection: pika.BlockingConnection, final: bool = False) -> None:
-        """The events since the last call, as one message to the live view's exchange.
-
-        At most every FEED_INTERVAL: the I/O loop comes round after every burst of
-        deliveries, and a publish each time would cost the worker a fifth of its pace.
-        Published ``mandatory``: when the broker hands it back, no live view listens, and
-        until one does only a short ``alive`` line goes out (same pace), to find out; the
-        events meanwhile wait in ``Output`` (its last FEED_LIMIT writes) for the view that
-        comes, which has them within two intervals. Sending every event to nobody cost a
-        tenth of the worker's pace at zero-dot tasks.
-        """
-        now = time.monotonic()
-        since = now - self._fed
-        if not final and since < FEED_INTERVAL:
-            return
-        if self._unheard:
-            if final:  # nobody to tell that this worker stops
-                return
-            body = self.out.event_line("alive", self._alive)
-            self._unheard = False  # until the broker hands this one back too
-        else:
-            if since >= FEED_ALIVE_SECONDS:
-                # A worker with nothing to say still says it is there, in the feed only.
-                self.out.feed_only("alive", self._alive)
-            body = self.out.take_feed()
-            if not body:
-                return
-        self._fed = now
-        try:
-            if self._feed is None or not self._feed.is_open:
-                self._feed = connection.channel()
-                declare_events(self._feed)
-                self._feed.add_on_return_callback(self._on_feed_returned)
-            self._feed.basic_publish(EVENTS_EXCHANGE, "", body.encode(), _FEED_PROPERTIES, mandatory=True)
-        except pika.exceptions.AMQPChannelError as exc:
-            # The exchange deleted, a right refused: the events stay in the logs; a new channel next time.
-            self.out.warn(f" [!] the live views' feed refused this worker's events ({describe(exc)}); trying again")
-            self._feed = None
-
-    def _on_feed_returned(self, *returned: object) -> None:
-        self._unheard = True
 
     def _on_message(
         self,

@@ -21,7 +21,7 @@ from workqueue.report.gathered import Container, Event, Gathered, QueueState
 from workqueue.report.live import SILENT_SECONDS
 
 EVENTS_PER_WORKER = 50_000  # the oldest go first: a view left open for days stays small
-# A worker publishes what it did at least every FEED_INTERVAL (0.2 s) while it works, and says it
+# A worker publishes what it did at least every 0.2 s (worker_image/feed.py) while it works, and says it
 # is alive every 5 s when idle: a word it wrote this long after a count tells every task it had by then.
 CATCH_UP_SECONDS = 1.0
 # A worker's clock against this view's: the least (arrival - newest event time) of its last messages.
@@ -71,6 +71,7 @@ class Heard:
         self._publishing = False  # a run started and its end not heard yet
         self._mode: Mode | None = None
         self._feed = FeedState(False, "connecting to the broker")
+        self._alarm = ""  # the broker's resource alarm, while it blocks publishers (report.alarm)
         self.reader = EventReader()  # the feed's messages that are not the programs' events: dropped, counted
 
     def add(self, events: list[Event]) -> None:
@@ -118,6 +119,15 @@ class Heard:
     def feed(self, state: FeedState) -> None:
         with self._lock:
             self._feed = state
+
+    def alarm(self, line: str) -> None:
+        with self._lock:
+            self._alarm = line
+
+    @property
+    def alarm_line(self) -> str:
+        with self._lock:
+            return self._alarm
 
     @property
     def mode(self) -> Mode | None:

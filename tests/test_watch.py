@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import socket
 import subprocess
@@ -115,6 +117,26 @@ def test_watch_says_in_one_line_when_the_broker_goes(lab: Lab) -> None:
     (line,) = err.strip().splitlines()
     assert line.startswith("python -m workqueue.report.watch: error: lost the broker (")
     assert "start the view again when it is back" in err and "Traceback" not in err
+
+
+def test_watch_says_while_the_broker_blocks_its_publishers_and_since_when(lab: Lab) -> None:
+    workers = lab.workers(1, "--mode", "ack")
+    watch = Watch("--mode", "ack")
+    limit = local_broker.ctl(NODE, "status", "--formatter", "json").stdout
+    try:
+        watch.wait_for_frame(lambda frame: "1 consumers" in frame, 30, "the worker consuming")
+        assert not any("ALARM" in frame for frame in watch.frames())
+        local_broker.ctl(NODE, "set_disk_free_limit", str(10**18))  # past any disk's free space
+        try:
+            alarmed = watch.wait_for_frame(lambda frame: "ALARM" in frame, 15, "the alarm")
+        finally:
+            local_broker.ctl(NODE, "set_disk_free_limit", str(json.loads(limit)["disk_free_limit"]))
+        watch.wait_for_frame(lambda frame: frame == watch.frames()[-1] and "ALARM" not in frame, 15, "it cleared")
+    finally:
+        code, err = watch.stop()
+    assert code == 130, err
+    assert re.search(r"ALARM: the broker blocks every publisher since \d\d:\d\d:\d\d: low on disk", alarmed)
+    assert workers[0].process.poll() is None
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ takes is saved under build/test-output/watch_web/, to look at when one fails.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import socket
@@ -239,6 +240,28 @@ def test_the_page_says_when_the_broker_goes_and_recovers_when_it_returns(lab: Lo
     finally:
         code, err = view.stop()
     assert code == 130, err
+
+
+def test_the_page_says_while_the_broker_blocks_its_publishers(lab: LocalLab, browser: Any) -> None:
+    lab.workers(1, "--mode", "ack")
+    view = WebView("--url", URL)
+    status = json.loads(local_broker.ctl(NODE, "status", "--formatter", "json").stdout)
+    try:
+        page = Page(browser, view.url, "broker-alarm")
+        page.wait_for(lambda: page.text("feed") == "live" and "1 consumers" in page.text("queue"), 30, "live feed")
+        assert page.text("alarm") == ""  # hidden: no alarm
+        local_broker.ctl(NODE, "set_disk_free_limit", str(10**18))  # past any disk's free space
+        try:
+            page.wait_for(lambda: "low on disk" in page.text("alarm"), 30, "the alarm")
+            said = page.text("alarm")
+            page.shot("alarm")
+        finally:
+            local_broker.ctl(NODE, "set_disk_free_limit", str(status["disk_free_limit"]))
+        page.wait_for(lambda: page.text("alarm") == "", 30, "the alarm gone")
+    finally:
+        code, err = view.stop()
+    assert code == 130, err
+    assert re.fullmatch(r"ALARM: the broker blocks every publisher since \d\d:\d\d:\d\d: low on disk .*", said), said
 
 
 def test_the_page_beyond_loopback_shows_no_secret(broker_user: str, browser: Any, tmp_path: Path) -> None:

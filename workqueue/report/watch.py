@@ -15,7 +15,8 @@ No management plugin is needed: the view uses the programs' own port, user and
 password. In ack mode the broker's unacknowledged count is the tasks the workers
 hold, which the events tell. Where the management plugin is on (a cluster of
 brokers turns it on), the view also names the node that leads the queue
-(``report.leader``).
+(``report.leader``). While the broker blocks its publishers (a resource alarm: low on
+disk or memory), the view says so, and since when (``report.alarm``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from workqueue.connection import BrokerError, connect, describe
 from workqueue.events import EventReader
 from workqueue.queues import Mode, QueueSpec
 from workqueue.report import feed
+from workqueue.report.alarm import AlarmProbe
 from workqueue.report.leader import LeaderProbe, led_by
 from workqueue.report.live import LiveState
 from workqueue.report.terminal import columns
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     state = LiveState(run_filter=config.run, mode=options.mode)
     reader = EventReader()
     leader = LeaderProbe(options.broker)
+    alarm = AlarmProbe(options.broker)
     counts_channel: BlockingChannel | None = None
     tty = sys.stdout.isatty()
     deadline = time.monotonic() + config.duration
@@ -67,13 +70,16 @@ def main(argv: list[str] | None = None) -> int:
                 connection.process_data_events(time_limit=left)
             mode, spec = feed.mode_queue(options, state.mode)
             counts_channel, count = feed.queue_count(connection, counts_channel, spec.name)
-            frame = render(state, count, spec, mode, options, time.time(), leader.leader(spec.name), reader.dropped)
+            frame = render(
+                state, count, spec, mode, options, time.time(), leader.leader(spec.name), reader.dropped, alarm.state()
+            )
             print(CLEAR + frame if tty else frame + "\n", flush=True)
             if time.monotonic() >= deadline:
                 return 0
     except pika.exceptions.AMQPConnectionError as exc:
         raise BrokerError(f"lost the broker ({describe(exc)}): start the view again when it is back") from None
     finally:
+        alarm.close()
         if connection.is_open:
             connection.close()
 
@@ -87,9 +93,12 @@ def render(
     now: float,
     leader: str = "",
     dropped: int = 0,
+    alarm: str = "",
 ) -> str:
     lines = [f"workqueue live view, {time.strftime('%H:%M:%S', time.localtime(now))} (Ctrl+C to stop)"]
     lines.append(f"broker: {options.broker.where}, {mode.value} mode")
+    if alarm:
+        lines.append(alarm)
     if count.ready is None:
         lines.append(f"queue '{spec.name}': not declared yet (no worker or producer has started in this mode)")
     else:

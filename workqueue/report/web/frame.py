@@ -31,6 +31,7 @@ def frame(heard: Heard, options: cli.BrokerOptions, run_filter: str | None, now:
         "clock": time.strftime("%H:%M:%S", time.localtime(now)),
         "broker": f"{options.broker.where}, {mode.value} mode",
         "feed": {"live": feed_state.live, "note": feed_state.note, "dropped": heard.reader.dropped},
+        "alarm": heard.alarm_line,
         "queue": _queue(spec.name, queue, mode, in_hand),
         "run": run,
         "verdict": report.verdict if run else "no run yet: start the producer (each worker appears once it consumes)",

@@ -19,6 +19,7 @@ from workqueue import cli
 from workqueue.connection import BrokerError, connect, describe
 from workqueue.queues import DEAD_LETTER_QUEUE, Mode
 from workqueue.report import feed
+from workqueue.report.alarm import AlarmProbe
 from workqueue.report.gathered import QueueState
 from workqueue.report.leader import LeaderProbe
 from workqueue.report.web.heard import FeedState, Heard
@@ -35,6 +36,7 @@ class Listener(threading.Thread):
         self.stop = stop
         self._connection: pika.BlockingConnection | None = None
         self._leader = LeaderProbe(options.broker)
+        self._alarm = AlarmProbe(options.broker)
 
     def connect_first(self) -> None:
         """Raises BrokerError (one line) when the broker cannot be reached or refuses the login."""
@@ -65,6 +67,7 @@ class Listener(threading.Thread):
         return self._connection is not None and self._connection.is_open
 
     def _close(self) -> None:
+        self._alarm.close()
         if self._connection is not None and self._connection.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 self._connection.close()
@@ -80,6 +83,7 @@ class Listener(threading.Thread):
                 connection.process_data_events(time_limit=min(left, 0.2))
             counts, consumed, queues = self._count(connection, counts)
             self.heard.counted(queues, consumed)
+            self.heard.alarm(self._alarm.state())
 
     def _count(
         self, connection: pika.BlockingConnection, channel: BlockingChannel | None

@@ -11,6 +11,8 @@ function show(frame) {
   $("verdict").classList.toggle("settled", frame.settled);
   $("queue").textContent = frame.queue.line;
   $("broker").textContent = `broker: ${frame.broker}`;
+  $("alarm").textContent = frame.alarm;
+  $("alarm").hidden = !frame.alarm;
   const dropped = frame.feed.dropped ? `; ${frame.feed.dropped} malformed events dropped` : "";
   setFeed(frame.feed.live, frame.feed.live ? `live${dropped}` : frame.feed.note);
   // The SVG is made by workqueue/report/timeline.py, which escapes every text it draws.

@@ -10,6 +10,7 @@ drill's record; each checks the fault came mid-run.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -175,18 +176,47 @@ def test_drill_broker_restart_in_ack_mode_keeps_every_task(lab: docker.DockerCli
     assert data["counts"] == {"done": 6} and ", 0 lost" in data["verdict"]
 
 
-def produce_during_broker_down(client: docker.DockerClient, *settings: str) -> subprocess.CompletedProcess[str]:
-    """produce.yml spread over about 10 s, and the broker down for 8 s while it publishes; its result."""
+def produce_during_broker_down(
+    client: docker.DockerClient, *settings: str, fault: str = "broker-down", tasks: int = 20
+) -> subprocess.CompletedProcess[str]:
+    """produce.yml spread over tasks / 2 s, and the broker's fault for 8 s while it publishes; its result."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        spread = ("-e", "task_count=20", "-e", "publish_rate=2", "-e", "task_message=t")
+        spread = ("-e", f"task_count={tasks}", "-e", "publish_rate=2", "-e", "task_message=t")
         producing = pool.submit(playbook, "produce.yml", *FAST, *settings, *spread)
 
         def publishing() -> bool:
             return "workqueue-producer" in on(client, PRODUCER, "docker", "ps", "--format", "{{.Names}}")
 
         wait_until(publishing, 60, "the producer publishing")
-        drill(*settings, "-e", "fault=broker-down", "-e", "duration=8")
+        drill(*settings, "-e", f"fault={fault}", "-e", "duration=8")
         return producing.result(timeout=300)
+
+
+def disk_status(client: docker.DockerClient) -> dict:
+    return dict(json.loads(on(client, BROKER, "rabbitmqctl", "-q", "status", "--formatter", "json")))
+
+
+def test_drill_broker_disk_in_ack_mode_blocks_the_producer_which_waits_then_confirms_every_task(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    deploy(lab)
+    limit = disk_status(lab)["disk_free_limit"]
+    # 60 tasks at 2 a second: the drill (seconds to start) strikes while the producer still publishes.
+    produced = produce_during_broker_down(lab, fault="broker-disk", tasks=60)
+    assert produced.returncode == 0, produced.stdout[-3000:]
+    said = " ".join(produced.stdout.split())
+    assert re.search(r"blocked by the broker since \d\d:\d\d:\d\d: low on disk", said), said[-3000:]
+    assert re.search(r"the broker takes tasks again, after ([0-9.]+) s blocked", said), said[-3000:]
+    assert "60 sent, 60 confirmed by the broker (blocked " in said
+    status = disk_status(lab)
+    assert status["alarms"] == [] and status["disk_free_limit"] == limit, "the drill gave the node its limit back"
+    run_id = run_id_of(produced.stdout)
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 61)), 120, "every task done")
+    settled_counts(lab, "task_queue", (0, 0))
+    _, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 60} and data["verdict"].startswith("60 sent, 60 done, 0 lost")
+    (fault,) = [f for f in data["faults"] if f["fault"] == "broker-disk"]
+    assert fault["host"] == BROKER and fault["end"] - fault["start"] >= 8
 
 
 def test_drill_broker_down_in_ack_mode_the_producer_resends_and_nothing_is_lost(

@@ -4,7 +4,7 @@
 
 For each fault and mode: site.yml (which also undoes the drill before), a run of
 TASKS tasks, the fault on the second worker host while it holds a task (or, for
-broker-down, while the producer still publishes), then report.yml. Prints the
+broker-down and broker-disk, while the producer still publishes), then report.yml. Prints the
 table and writes it to reports/drills.md: what was sent, done, lost, done twice,
 and the seconds from the fault until every task was settled.
 """
@@ -29,7 +29,9 @@ from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import DEFAULT_LAB, ROOT
 from workqueue.virtual_lab.lab_runs import done_by, drill_on_cue, on, run_id_of, unfinished, wait_until
 
-FAULTS = ("stop", "kill", "freeze", "cut", "broker-restart", "broker-down", "students")
+FAULTS = ("stop", "kill", "freeze", "cut", "broker-restart", "broker-down", "broker-disk", "students")
+# The broker's faults that strike while the producer publishes (a run spread out), not on a worker's task.
+WHILE_PUBLISHING = ("broker-down", "broker-disk")
 TASKS = 8
 SETTLE_TIMEOUT = 300.0
 TABLE = ROOT / "reports" / "drills.md"
@@ -86,7 +88,7 @@ class Drills:
         mode_args = ["-e", f"task_mode={mode}"]
         self.playbook("site.yml", *mode_args)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            if fault == "broker-down":
+            if fault in WHILE_PUBLISHING:
                 producing = pool.submit(
                     self.playbook,
                     "produce.yml",
@@ -100,7 +102,7 @@ class Drills:
                 )
                 wait_until(self._publishing, 60, "the producer publishing")
                 started = time.time()
-                self.playbook("drill.yml", *mode_args, "-e", "fault=broker-down")
+                self.playbook("drill.yml", *mode_args, "-e", f"fault={fault}")
                 run_id = run_id_of(producing.result(timeout=600).stdout)
                 settling = pool.submit(self._settled_after, run_id, mode, TASKS * 2, started)
             else:

@@ -92,8 +92,10 @@ class Feed:
             self._connection = self._channel = None  # lost: connected again at the next publish, if the broker answers
 
     def renew(self) -> None:
-        """The tasks' connection is new: the broker answers, so a lost feed is tried again at once."""
+        """The tasks' connection is new: the broker answers, so a lost feed is connected again now, before
+        the worker consumes (its first tasks then wait for no connection of the feed's)."""
         self._retry_at = 0.0
+        self._open(time.monotonic())
 
     def close(self) -> None:
         """Close the feed's connection; a blocked one is dropped with the process (the broker reads nothing

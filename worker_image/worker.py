@@ -195,8 +195,8 @@ class Worker:
         if self.config.ack:
             channel.basic_qos(prefetch_count=self.config.prefetch)
         channel.add_on_cancel_callback(self._on_consumer_cancelled)
-        self._start_consuming(channel)
         self._feed.renew()
+        self._start_consuming(channel)
         node = node_of(connection)
         self.out.say(" [*] Waiting for messages. To exit press CTRL+C" if first else f" [*] Reconnected to {node}")
         self.out.event("consuming", queue=spec.name, node=node)

@@ -14,8 +14,8 @@ import time
 import pika
 import pika.frame
 
+from workqueue.connection import blocked_reason
 from workqueue.output import Output
-from workqueue.tasks import as_text
 
 
 class Blocked:
@@ -33,14 +33,14 @@ class Blocked:
         connection.add_on_connection_unblocked_callback(self._on_unblocked)
 
     def _on_blocked(self, _connection: object, frame: pika.frame.Method) -> None:
-        reason = as_text(getattr(frame.method, "reason", None)) or "no reason given"
+        reason = blocked_reason(frame)
         self.since = time.time()
         when = time.strftime("%H:%M:%S", time.localtime(self.since))
         self.out.warn(
-            f" [!] blocked by the broker since {when}: {reason[:200]} (a resource alarm: it takes no task until"
+            f" [!] blocked by the broker since {when}: {reason} (a resource alarm: it takes no task until"
             " the alarm clears; waiting)"
         )
-        self.out.event("blocked", reason=reason[:200])
+        self.out.event("blocked", reason=reason)
         self.out.flush()  # said now: the producer may wait long before it writes again
 
     def _on_unblocked(self, _connection: object, _frame: pika.frame.Method) -> None:

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pika
 import pika.exceptions
+import pika.frame
+
+from workqueue.tasks import as_text
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 # A dead peer is noticed after about two missed heartbeats; 30 s keeps that under
@@ -209,3 +212,8 @@ def describe(exc: BaseException) -> str:
         return f"closed by the broker ({exc.reply_code} {exc.reply_text})"
     text = str(exc)
     return text if text else type(exc).__name__
+
+
+def blocked_reason(frame: pika.frame.Method) -> str:
+    """Why the broker blocks a connection (``connection.blocked``: "low on disk"), as at most 200 characters."""
+    return (as_text(getattr(frame.method, "reason", None)) or "no reason given")[:200]

@@ -20,8 +20,7 @@ import pika.exceptions
 import pika.frame
 from pika.adapters.blocking_connection import BlockingChannel
 
-from workqueue.connection import Broker, BrokerError, connect
-from workqueue.tasks import as_text
+from workqueue.connection import Broker, BrokerError, blocked_reason, connect
 
 PROBE_EVERY = 2.0  # seconds between two words: how soon a view sees an alarm
 NOWHERE = "workqueue.alarm-probe"  # a routing key no queue is named: the default exchange drops the word
@@ -71,7 +70,7 @@ class AlarmProbe:
             self._connection.process_data_events(time_limit=0)
 
     def _on_blocked(self, _connection: object, frame: pika.frame.Method) -> None:
-        self.blocked = (as_text(getattr(frame.method, "reason", None)) or "no reason given")[:200]
+        self.blocked = blocked_reason(frame)
         self.since = time.time()
 
     def _on_unblocked(self, _connection: object, _frame: pika.frame.Method) -> None:

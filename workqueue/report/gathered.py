@@ -65,6 +65,12 @@ class Fault:
     # The task the worker held when the fault struck (the drill waits for one): its run and number.
     caught_run: str | None = None
     caught_seq: int | None = None
+    loss: int | None = None  # a lossy link's: the packets dropped, in a hundred
+
+    @property
+    def kind(self) -> str:
+        """``freeze``, or ``lossy 20%``: the fault as the report names it."""
+        return f"{self.fault} {self.loss}%" if self.loss is not None else self.fault
 
 
 @dataclass
@@ -195,6 +201,7 @@ def _fault(event: Event) -> Fault:
     caught = event.get("caught")
     caught = caught if isinstance(caught, dict) else {}
     run, seq = caught.get("run_id"), caught.get("seq")
+    loss = _number(event.get("loss"))
     return Fault(
         str(event.get("fault")),
         str(event.get("host")),
@@ -203,6 +210,7 @@ def _fault(event: Event) -> Fault:
         max(start, _number(event.get("end")) or start),
         run if isinstance(run, str) else None,
         seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+        int(loss) if loss is not None and 0 < loss <= 100 else None,
     )
 
 

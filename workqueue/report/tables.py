@@ -106,5 +106,5 @@ def fault_lines(report: RunReport) -> list[str]:
         else:
             where = f"broker node {f.host}" if f.fault.startswith("broker-node") else f"the broker ({f.host})"
         span = f"{clock(f.start)} to {clock(f.end)} ({f.end - f.start:.0f} s)" if f.end > f.start else clock(f.start)
-        lines.append(f"{f.fault} on {where}, {span}{_caught(f, report.run_id)}")
+        lines.append(f"{f.kind} on {where}, {span}{_caught(f, report.run_id)}")
     return lines

@@ -133,12 +133,12 @@ def _faults(report: RunReport, lanes: list[tuple[WorkerSummary, float, float]], 
             parts.append(
                 f'<rect x="{x1:.1f}" y="{top - 4:.1f}" width="{width:.1f}" height="{bottom - top:.1f}" '
                 f'fill="{FAULT}" fill-opacity="0.18" stroke="{FAULT}" stroke-dasharray="2,2">'
-                f"<title>{escape(fault.fault)} {clock(fault.start)} to {clock(fault.end)}</title></rect>"
+                f"<title>{escape(fault.kind)} {clock(fault.start)} to {clock(fault.end)}</title></rect>"
             )
         if touched:
             duration = f" {fault.end - fault.start:.0f} s" if fault.end > fault.start else ""
             parts.append(
-                _text(x1 + 2, touched[0][0] + 6, f"{fault.fault}{duration}", size=11, fill=FAULT, weight="bold")
+                _text(x1 + 2, touched[0][0] + 6, f"{fault.kind}{duration}", size=11, fill=FAULT, weight="bold")
             )
     return parts
 

@@ -6,11 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv role-docs demo drills demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls bench-releases bench-scale bench-arch lab-up lab-down lab-status clean
+.PHONY: help venv role-docs demo drills demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls bench-releases bench-scale bench-arch bench-lossy lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
-	@echo "make drills  every fault (stop, kill, freeze, cut, broker restart and down) in both modes; one table"
+	@echo "make drills  every fault of drill.yml (a worker's, a lossy link, the broker's) in both modes; one table"
 	@echo "make demo-processes  the tutorial as local processes, no Docker needed"
 	@echo "make watch [INVENTORY=...]  the live view: the queue and each worker's task, while a run goes on"
 	@echo "make watch-web [INVENTORY=...] [LISTEN=host:port]  the live view in a browser, the timeline drawing itself"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-tls  the worker and producer over TLS against plain AMQP"
 	@echo "make bench-releases  site.yml on Debian 12 and 13 hosts, side by side"
 	@echo "make bench-scale  the lab at 5, 10 and 20 worker hosts: times, memory, a plot"
+	@echo "make bench-lossy  a lossy link to the broker: drops and tasks done twice per loss rate and heartbeat"
 	@echo "make bench-arch  an idle worker's memory: this machine's image, and a Raspberry Pi's under emulation"
 	@echo "make lab-up [HOSTS=5] [BROKERS=1|3] [RELEASE=bookworm|trixie|mixed]  a virtual lab: Debian hosts with systemd and SSH (lab-down, lab-status)"
 
@@ -125,6 +126,10 @@ bench-arch: broker
 # site.yml on Debian 12 and Debian 13 hosts, side by side (a virtual lab of its own, removed after).
 bench-releases: venv
 	$(PY) bench/releases.py
+
+# A worker host's link to the broker made lossy at several rates, at two heartbeats (a virtual lab of its own).
+bench-lossy: venv
+	$(PY) bench/lossy.py
 
 clean:
 	rm -rf build $(VENV)

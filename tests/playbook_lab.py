@@ -37,7 +37,7 @@ LONG = ("-e", "task_message=long..............................")
 # 20 s frozen (the drill strikes once the worker holds a task).
 LONGER = ("-e", "task_message=longer" + "." * 60)
 # Faults that heal by themselves, or that leave every worker as site.yml left it.
-SELF_HEALING = ("freeze", "cut", "broker-restart", "broker-down", "broker-disk", "students")
+SELF_HEALING = ("freeze", "cut", "lossy", "broker-restart", "broker-down", "broker-disk", "students")
 # What PlaybookLab.deployed says after teardown.yml: the next deploy runs site.yml on hosts it left bare.
 TORN_DOWN = ("teardown.yml",)
 

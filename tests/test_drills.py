@@ -52,6 +52,7 @@ DRILL_BAD_INPUTS = {
     "duration out of bounds": (["-e", "fault=freeze", "-e", "duration=3"], "from 5 to 600 (got 3)"),
     "no such worker": (["-e", "fault=freeze", "-e", "worker=7"], f"{WORKER_A} runs no workqueue-worker-7"),
     "wait out of bounds": (["-e", "fault=kill", "-e", "wait=601"], "-e wait=SECONDS from 0 to 600 (got 601)"),
+    "loss out of bounds": (["-e", "fault=lossy", "-e", "loss=0"], "-e loss=PERCENT from 1 to 100 (got 0)"),
     "nothing in hand": (
         ["-e", "fault=kill", "-e", f"target={WORKER_B}", "-e", "wait=5"],
         f"workqueue-worker-1 took no task within 5 s on {WORKER_B}: produce a run first",
@@ -165,6 +166,30 @@ def test_drill_cut_in_ack_mode_loses_nothing_and_the_worker_comes_back(
     wait_until(lambda: consumers(lab, "task_queue") == 2, 90, "the cut-off worker consuming again")
     _, data = report(tmp_path, "-e", f"run_id={run_id}")
     assert data["counts"] == {"done": 4} and ", 0 lost" in data["verdict"]
+
+
+def retransmitted(client: docker.DockerClient, host: str) -> int:
+    """The TCP segments the host's worker has sent again (its network namespace's count): what loss costs it."""
+    snmp = on(client, host, "docker", "exec", "workqueue-worker-1", "cat", "/proc/net/snmp").splitlines()
+    names, values = (line.split() for line in snmp if line.startswith("Tcp:"))
+    return int(dict(zip(names, values, strict=True))["RetransSegs"])
+
+
+def test_drill_lossy_link_in_ack_mode_drops_packets_and_loses_nothing(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab)
+    before = retransmitted(lab, WORKER_B)
+    run_id, _ = drill_mid_run(lab, "lossy", tasks=4, duration=20)
+    assert on_result(lab, WORKER_B, "nft", "list", "table", "inet", "workqueue_drill")[0] != 0, "the loss is healed"
+    # The link dropped packets at random (the default, 20 in a hundred): the worker sent segments again.
+    assert retransmitted(lab, WORKER_B) > before, "the lossy link dropped none of the worker's packets"
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 5)), 90, "every task done")
+    settled_counts(lab, "task_queue", (0, 0))
+    wait_until(lambda: consumers(lab, "task_queue") == 2, 90, "both workers consuming")
+    record = lab_runs.last_fault(lab, PRODUCER)
+    assert (record["fault"], int(record["loss"])) == ("lossy", 20)
+    done, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 4} and ", 0 lost" in data["verdict"]
+    assert f"fault: lossy 20% on {WORKER_B}/worker-1, " in done.stdout
 
 
 def test_drill_broker_restart_in_ack_mode_keeps_every_task(lab: docker.DockerClient, tmp_path: Path) -> None:

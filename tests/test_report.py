@@ -453,6 +453,28 @@ def test_a_drills_fault_is_listed_and_drawn_as_a_band_on_the_lanes_it_touched(tm
     assert any((t.text or "") == "freeze 40 s" for t in picture.iter("{http://www.w3.org/2000/svg}text"))
 
 
+def test_a_lossy_links_record_names_its_loss_and_a_forged_loss_is_left_out(tmp_path: Path) -> None:
+    folder = copy_of("ack_worker_stopped", tmp_path)
+    start = report_of(folder).started + 2
+
+    def lossy(host: str, offset: float) -> dict:
+        at = start + offset
+        return {"event": "fault", "fault": "lossy", "host": host, "worker": "worker-1", "start": at, "end": at + 30}
+
+    faults = [lossy("lab3", 0) | {"loss": "30"}, lossy("lab2", 1)]  # Ansible writes a number as text
+    faults += [lossy("lab2", 2 + i) | {"loss": bad} for i, bad in enumerate([0, 250, "x", True, [5], None])]
+    producer = folder / "producer" / "lab5.json"
+    document = json.loads(producer.read_text())
+    document["faults"] = base64.b64encode("\n".join(json.dumps(f) for f in faults).encode()).decode()
+    producer.write_text(json.dumps(document))
+    report = report_of(folder)
+    assert [(f.kind, f.host) for f in report.faults] == [("lossy 30%", "lab3")] + [("lossy", "lab2")] * 7
+    done = _report_command(folder, "--out", str(tmp_path / "out"))
+    assert f"fault: lossy 30% on lab3/worker-1, {fates.clock(start)} to {fates.clock(start + 30)} (30 s)" in done.stdout
+    picture = ET.parse(tmp_path / "out" / ACK_RUN / "timeline.svg").getroot()
+    assert any((t.text or "") == "lossy 30% 30 s" for t in picture.iter("{http://www.w3.org/2000/svg}text"))
+
+
 def test_the_live_view_names_each_workers_broker_node_with_a_cluster() -> None:
     state = LiveState()
     state.apply({"event": "consuming", "ts": 1.0, "host": "lab4", "worker": "worker-1", "node": "10.0.0.11:5672"})

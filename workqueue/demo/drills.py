@@ -29,7 +29,7 @@ from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import DEFAULT_LAB, ROOT
 from workqueue.virtual_lab.lab_runs import done_by, drill_on_cue, on, run_id_of, unfinished, wait_until
 
-FAULTS = ("stop", "kill", "freeze", "cut", "broker-restart", "broker-down", "broker-disk", "students")
+FAULTS = ("stop", "kill", "freeze", "cut", "lossy", "broker-restart", "broker-down", "broker-disk", "students")
 # The broker's faults that strike while the producer publishes (a run spread out), not on a worker's task.
 WHILE_PUBLISHING = ("broker-down", "broker-disk")
 TASKS = 8

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -147,6 +149,37 @@ def test_start_up_retries_with_backoff_then_gives_up_in_one_line(lab: Lab) -> No
     delays = [line.rsplit("retrying in ", 1)[1] for line in worker.errors().splitlines() if "retrying in" in line]
     assert delays == ["0.5 s", "1 s", "2 s"], worker.errors()
     assert "broker not reachable for user 'guest' at 127.0.0.1:1, vhost '/' within 4 s" in worker.errors()
+
+
+def test_a_broker_that_never_completes_the_handshake_is_retried_then_named_in_one_line(lab: Lab) -> None:
+    """A lossy link (or a broker too busy) lets the TCP connection open and the AMQP handshake time out:
+    pika's connector raises an error outside its connection errors, which once ended the worker in a
+    traceback. A listener on loopback that accepts and never says a word stands for it."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        url = f"amqp://guest:guest@127.0.0.1:{port}/%2F?stack_timeout=1"
+        worker = lab.worker("--url", url, "--connect-timeout", "3")
+        assert worker.wait(timeout=30) == 1
+    said = worker.errors()
+    assert "Traceback" not in said, said
+    assert said.count("no AMQP handshake in time") >= 2, said
+    assert f"broker not reachable for user 'guest' at 127.0.0.1:{port}, vhost '/' within 3 s: no AMQP handshake" in said
+
+
+def test_the_live_views_feed_gives_up_on_a_handshake_that_times_out_and_tries_again_later() -> None:
+    """The feed's connection is given up on after 2 s (its own stack_timeout): on a lossy link that is
+    where the handshake's timeout came first, and ended a running worker."""
+    from workqueue.connection import broker_from_url
+    from workqueue.output import Output
+    from workqueue.worker_image import feed
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        out = Output({"program": "worker"}, io.StringIO(), io.StringIO(), feed=True)
+        events = feed.Feed(broker_from_url(f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}/%2F"), out, "w")
+        started = time.monotonic()
+        events.renew()  # connects now: no handshake comes
+        events.publish(final=True)  # within RETRY_SECONDS: not tried again
+        assert time.monotonic() - started < feed.CONNECT_SECONDS + 2
 
 
 def test_health_check_follows_the_consuming_loop(lab: Lab, tmp_path) -> None:

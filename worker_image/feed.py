@@ -20,7 +20,7 @@ import pika.exceptions
 import pika.frame
 from pika.adapters.blocking_connection import BlockingChannel
 
-from workqueue.connection import Broker, describe
+from workqueue.connection import UNREACHABLE, Broker, describe
 from workqueue.output import Output
 from workqueue.queues import EVENTS_EXCHANGE, declare_events
 
@@ -125,7 +125,7 @@ class Feed:
             self.out.warn(f" [!] the live views' feed refused this worker's events ({describe(exc)}); trying again")
             self._channel, self._retry_at = None, now + RETRY_SECONDS
             return False
-        except (pika.exceptions.AMQPConnectionError, OSError):
+        except UNREACHABLE:
             self._connection, self._channel, self._retry_at = None, None, now + RETRY_SECONDS
             return False
         return True

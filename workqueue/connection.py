@@ -16,8 +16,14 @@ from pathlib import Path
 import pika
 import pika.exceptions
 import pika.frame
+from pika.adapters.utils.connection_workflow import AMQPConnectorException, AMQPConnectorStackTimeout
 
 from workqueue.tasks import as_text
+
+# What opening a connection raises when the broker does not answer as it should: pika's connection
+# errors; its connector's, which are not among them (the AMQP handshake timed out: a lossy link, a
+# broker too busy to answer); an OSError (a name that does not resolve).
+UNREACHABLE = (pika.exceptions.AMQPConnectionError, AMQPConnectorException, OSError)
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 # A dead peer is noticed after about two missed heartbeats; 30 s keeps that under
@@ -159,7 +165,7 @@ def connect(
             raise BrokerError(
                 f"vhost refused for {broker.where}: check that the vhost exists and that the user has permissions on it"
             ) from None
-        except (pika.exceptions.AMQPConnectionError, OSError) as exc:  # OSError: a name that does not resolve
+        except UNREACHABLE as exc:
             if isinstance(_cause(exc), ssl.SSLCertVerificationError):
                 raise BrokerError(
                     f"the broker's certificate is not trusted for {broker.where} ({describe(exc)}): "
@@ -210,6 +216,8 @@ def describe(exc: BaseException) -> str:
         return exc.strerror or type(exc).__name__
     if isinstance(exc, pika.exceptions.ConnectionClosed):
         return f"closed by the broker ({exc.reply_code} {exc.reply_text})"
+    if isinstance(exc, AMQPConnectorStackTimeout):
+        return "no AMQP handshake in time (the link loses packets, or the broker is overloaded)"
     text = str(exc)
     return text if text else type(exc).__name__
 

@@ -7,8 +7,9 @@ ack mode. For each heartbeat: site.yml with it; then for each loss rate, a run o
 tasks and `drill.yml -e fault=lossy -e loss=PERCENT` on the second worker host for `duration`
 seconds (the drill strikes when it holds a task). Measured, from the workers' own events and
 report.yml's: how often the lossy worker's connection dropped (the broker or the worker gave up
-on it: missed heartbeats), the tasks done twice, the tasks the lossy worker finished while the
-loss lasted (its pace against the healthy one's), and the lost (0 expected). Traffic stays on
+on it: missed heartbeats), whether its process ended (Docker's restart count: 0 expected), the
+tasks done twice, the tasks the lossy worker finished while the loss lasted (its pace against the
+healthy one's), and the lost (0 expected). Traffic stays on
 the lab's own network. The lab is removed at the end (`--keep` keeps it).
 """
 
@@ -31,6 +32,7 @@ BENCH_LAB = hosts.Lab(name="benchlab", subnet_prefix="10.210.5")
 SECONDS_PER_DOT = 0.2
 MESSAGE = "work....."  # five dots: one second of work
 SETTLE_TIMEOUT = 600.0
+WORKER = lab_runs.WORKER_CONTAINER.format(1)
 PACE = "done during the loss, lossy / healthy (pace)"
 
 
@@ -41,6 +43,7 @@ class Trial:
     drops: int  # the lossy worker's connections lost while the loss lasted (and one heartbeat timeout after)
     twice: int
     lost: int
+    restarts: int  # the lossy worker's process ended and Docker started it again (a crash: 0 expected)
     lossy_done: int  # tasks the lossy worker finished while the loss lasted
     healthy_done: int  # the same, for the healthy worker
     reasons: tuple[str, ...]
@@ -49,7 +52,7 @@ class Trial:
         pace = f"{self.lossy_done / self.healthy_done:.2f}" if self.healthy_done else "-"
         why = "; ".join(sorted(set(self.reasons))) or "-"
         return (
-            f"| {self.heartbeat} s | {self.loss} % | {self.drops} | {self.twice} | {self.lost} "
+            f"| {self.heartbeat} s | {self.loss} % | {self.drops} | {self.twice} | {self.lost} | {self.restarts} "
             f"| {self.lossy_done} / {self.healthy_done} ({pace}) | {why} |"
         )
 
@@ -66,6 +69,10 @@ class Bench:
         if done.returncode != 0:
             raise SystemExit(f"{name} {' '.join(args)} failed:\n{done.stdout[-2000:]}")
         return done.stdout
+
+    def restarts(self) -> int:
+        state = lab_runs.on(self.client, self.lossy, "docker", "inspect", "--format", "{{.RestartCount}}", WORKER)
+        return int(state.strip())
 
     def trial(self, heartbeat: int, loss: int) -> Trial:
         settings = ("-e", f"heartbeat_seconds={heartbeat}")
@@ -87,6 +94,7 @@ class Bench:
             "-e",
             f"duration={self.duration}",
         )
+        restarts = self.restarts()
         done, run_id = drill_on_cue(BENCH_LAB, produce, "-e", f"seconds_per_dot={SECONDS_PER_DOT}", *settings, *fault)
         if done.returncode != 0 or run_id is None:
             raise SystemExit(f"drill.yml failed:\n{done.stdout[-2000:]}")
@@ -117,6 +125,7 @@ class Bench:
             len(drops),
             twice,
             int(report.get("counts", {}).get("lost", 0)),
+            self.restarts() - restarts,
             done_during(self.lossy),
             done_during(self.healthy),
             tuple(str(e.get("reason", "")) for e in drops),
@@ -164,8 +173,8 @@ def main() -> int:
         if not args.keep:
             hosts.down(client, BENCH_LAB)
     print(f"\n{args.duration} s of loss on one of two worker hosts, ack mode, one-second tasks")
-    print(f"| heartbeat | loss | connections dropped | done twice | lost | {PACE} | why dropped |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| heartbeat | loss | connections dropped | done twice | lost | worker restarts | {PACE} | why dropped |")
+    print("|---|---|---|---|---|---|---|---|")
     for trial in trials:
         print(trial.row())
     return 0

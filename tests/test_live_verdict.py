@@ -54,7 +54,7 @@ class Feed:
         self.heard.counted([QueueState(QUEUE, ready, 0, consumers)], QUEUE)
 
     def report(self) -> fates.RunReport:
-        gathered, _ = self.heard.read(self.now)
+        gathered, _ = self.heard.read()
         return fates.build(gathered, ACK_RUN)
 
 

@@ -21,6 +21,7 @@ from workqueue.machine import apt_sources, role_docs
 from workqueue.machine.packages import SetupError
 from workqueue.output import Output
 from workqueue.queues import DEAD_LETTER_QUEUE, Mode, queue_spec
+from workqueue.report.gathered import Container
 from workqueue.report.live import SILENT_SECONDS
 from workqueue.report.web.__main__ import parse_listen
 from workqueue.report.web.heard import Heard
@@ -330,20 +331,26 @@ def test_a_listen_address_without_host_or_port_is_refused(text: str) -> None:
 
 def test_the_web_view_reads_what_it_heard_as_the_report_reads_a_lab() -> None:
     """Stopped when it said so, running again once it starts, not known (and said) once silent."""
-    heard = Heard()
+    clock = [1000.0]  # the view's own (monotonic) clock; the worker's stamps are 40 s behind this machine's
+    heard = Heard(clock=lambda: clock[0])
     worker = {"program": "worker", "host": "pc2", "worker": "worker-1"}
-    heard.add([{**worker, "event": "worker_started", "ts": 100.0, "mode": "noack"}])
+
+    def heard_after(seconds: float) -> Container:
+        clock[0] += seconds
+        return heard.read()[0].containers[0]
+
+    heard.add([{**worker, "event": "worker_started", "ts": 100.0 - 40, "mode": "noack"}])
     heard.add([{"program": "producer", "event": "run_started", "ts": 101.0, "run_id": "r", "mode": "noack"}])
-    (running,) = heard.read(now=105.0)[0].containers
+    running = heard_after(5)
     assert (running.worker, running.running, heard.mode) == ("pc2/worker-1", True, Mode.NOACK)
-    silent = heard.read(now=100.0 + SILENT_SECONDS + 5)[0].containers[0]
+    silent = heard_after(SILENT_SECONDS)  # silent since its last word came, whatever its clock says
     assert (silent.running, silent.status) == (None, f"silent for {SILENT_SECONDS + 5:.0f} s")
-    heard.add([{**worker, "event": "worker_stopped", "ts": 110.0}])
-    assert heard.read(now=111.0)[0].containers[0].running is False
-    assert heard.read(now=500.0)[0].containers[0].running is False, "stopped stays stopped, however long"
-    heard.add([{**worker, "event": "worker_started", "ts": 120.0}, {**worker, "event": "alive", "ts": 125.0}])
-    gathered = heard.read(now=126.0)[0]
-    assert gathered.containers[0].running is True
+    heard.add([{**worker, "event": "worker_stopped", "ts": 110.0 - 40}])
+    assert heard_after(1).running is False
+    assert heard_after(400).running is False, "stopped stays stopped, however long"
+    heard.add([{**worker, "event": "worker_started", "ts": 120.0 - 40}, {**worker, "event": "alive", "ts": 125.0 - 40}])
+    assert heard_after(1).running is True
+    gathered = heard.read()[0]
     assert "alive" not in {e["event"] for e in gathered.containers[0].events}, "what the report never sees"
     assert [e["event"] for e in gathered.producer_events] == ["run_started"]
 

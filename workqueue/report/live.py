@@ -47,14 +47,16 @@ class LiveState:
     mode: Mode | None = None
     workers: dict[str, LiveWorker] = field(default_factory=dict)
 
-    def apply_all(self, events: list[Event]) -> None:
+    def apply_all(self, events: list[Event], heard_at: float | None = None) -> None:
+        """One feed message's events. ``heard_at``: when it arrived, by this view's clock; a worker's own
+        stamps are by its host's clock, which may be apart from it (default: the stamps, for a recording)."""
         for event in events:
-            self.apply(event)
+            self.apply(event, heard_at)
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: Event, heard_at: float | None = None) -> None:
         name = f"{event.get('host', '?')}/{event.get('worker', '?')}"
         worker = self.workers.setdefault(name, LiveWorker(name))
-        worker.last_heard = float(event.get("ts", 0.0))
+        worker.last_heard = heard_at if heard_at is not None else float(event.get("ts", 0.0))
         kind = event.get("event")
         if kind in ("alive", "worker_started", "consuming"):
             self.mode = Mode.named(event.get("mode")) or self.mode

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     tty = sys.stdout.isatty()
     deadline = time.monotonic() + config.duration
     try:
-        feed.listen(connection.channel(), state.apply_all, reader)
+        feed.listen(connection.channel(), lambda events: state.apply_all(events, time.time()), reader)
         while True:
             # Hear the workers until the next refresh (pika returns early when events came in).
             next_frame = time.monotonic() + max(config.interval, 0.05)

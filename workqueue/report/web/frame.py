@@ -21,7 +21,7 @@ from workqueue.report.web.heard import Heard
 
 
 def frame(heard: Heard, options: cli.BrokerOptions, run_filter: str | None, now: float) -> dict[str, Any]:
-    gathered, feed_state = heard.read(now)
+    gathered, feed_state = heard.read()
     mode, spec = feed.mode_queue(options, heard.mode)
     run = run_filter or fates.last_run(gathered)
     report = fates.build(gathered, run or "")

@@ -34,7 +34,6 @@ class _Worker:
     name: str
     events: list[Event] = field(default_factory=list)
     stopped: bool = False  # it said worker_stopped, and has not started again
-    last_heard: float = 0.0
     heard_at: float = 0.0  # when its last word arrived here, by this view's clock (monotonic)
     # Its last messages: each one's newest event time (its clock) and when it arrived here (ours). A
     # message arrives after it was written: arrival less time stamp is never below the two clocks'
@@ -89,9 +88,8 @@ class Heard:
                     continue
                 key = (str(event.get("host", "?")), str(event.get("worker", "?")))
                 worker = self._workers.setdefault(key, _Worker(*key))
-                worker.last_heard = float(event.get("ts", time.time()))
                 worker.heard_at = arrived
-                newest[key] = max(newest.get(key, 0.0), worker.last_heard)
+                newest[key] = max(newest.get(key, 0.0), float(event.get("ts", 0.0)))
                 kind = event.get("event")
                 if kind in ("worker_started", "alive"):
                     self._mode = Mode.named(event.get("mode")) or self._mode
@@ -135,10 +133,12 @@ class Heard:
         with self._lock:
             return self._mode
 
-    def read(self, now: float) -> tuple[Gathered, FeedState]:
+    def read(self) -> tuple[Gathered, FeedState]:
         """What was heard, as the report reads a lab; and the feed's state."""
         with self._lock:
-            containers = [_container(w, now) for w in sorted(self._workers.values(), key=lambda w: (w.host, w.name))]
+            clock = self._clock()
+            workers = sorted(self._workers.values(), key=lambda w: (w.host, w.name))
+            containers = [_container(w, clock - w.heard_at) for w in workers]
             queues = self._count_to_tell()
             gathered = Gathered(containers=containers, producer_events=list(self._producer), queues=queues)
             return gathered, self._feed
@@ -179,14 +179,14 @@ class Heard:
         return [w for w in self._workers.values() if not w.stopped and clock - w.heard_at <= SILENT_SECONDS]
 
 
-def _container(worker: _Worker, now: float) -> Container:
+def _container(worker: _Worker, silent: float) -> Container:
     """A worker as the report reads its container: running, stopped, or (silent) not known.
 
     A worker that went silent (killed, frozen, or cut off from the broker) cannot say
     which: its tasks stay in its hands until it speaks again or another worker
-    gets them; the report, which asks Docker, knows more afterwards.
+    gets them; the report, which asks Docker, knows more afterwards. ``silent``: seconds since its
+    last word arrived, by this view's clock (its own stamps are by its host's, which may be apart).
     """
-    silent = now - worker.last_heard
     running: bool | None = not worker.stopped
     status = ""
     if running and silent > SILENT_SECONDS:

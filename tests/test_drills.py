@@ -23,6 +23,7 @@ import docker
 import pytest
 
 from tests.playbook_lab import FAST, HEARTBEAT, LONG, LONGER, NOACK, ROOT, PlaybookLab, changed, worker_events
+from tests.skewed_clock import skewed_worker_image
 from workqueue.tasks import seq_list
 from workqueue.virtual_lab import lab_runs
 from workqueue.virtual_lab.hosts import DRILL_LAB
@@ -326,6 +327,32 @@ def test_a_kill_on_idle_workers_waits_strikes_within_a_second_and_ack_mode_redel
     settled_counts(lab, "task_queue", (0, 0))
     reported, data = report(tmp_path, "-e", f"run_id={run_id}")
     assert data["counts"] == {"done": 6} and f"6 sent, 6 done, 0 lost; 1 redelivered (#{held} " in reported.stdout
+
+
+def test_worker_clocks_40_s_behind_are_measured_and_the_report_reads_in_order(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
+    """A lab without NTP: both worker hosts' clocks 40 s behind this machine's (and the producer's)."""
+    deploy(lab, "-e", f"worker_image={skewed_worker_image(lab, -40)}")
+    before = time.time()
+    run_id = produce("-e", "task_count=6")
+    wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 90, "every task done")
+    stamped = [e["ts"] for host in WORKERS for e in worker_events(lab, host, run_id)]
+    assert stamped and max(stamped) < before - 30, "as stamped, every task was received before it was sent"
+    done, data = report(tmp_path, "-e", f"run_id={run_id}")
+    assert data["counts"] == {"done": 6}, done.stdout[-3000:]
+    clocks, written = {c["of"]: c for c in data["clocks"]}, (tmp_path / run_id / "report.md").read_text()
+    for host in WORKERS:
+        worker = clocks[f"{host}/worker-1"]
+        assert -41 < worker["offset"] < -39 and worker["uncertainty"] < 0.5, worker
+        assert abs(clocks[host]["offset"]) <= clocks[host]["uncertainty"], "the host's own clock is this machine's"
+        assert re.search(rf"Clock: {host}/worker-1 is (39|40)\.\d s behind this machine \(±0\.\d\d s\)", written)
+    # On this machine's clock, within the measurement's uncertainty: every task received after the run began,
+    # done after it was received, before now.
+    attempts, slack = [a for task in data["tasks"] for a in task["attempts"]], worker["uncertainty"]
+    assert all(data["started"] - slack <= a["received"] <= a["ended"] for a in attempts), (data["started"], attempts)
+    assert before - 1 <= data["started"] <= min(a["received"] for a in attempts) + slack
+    assert max(a["ended"] for a in attempts) <= time.time()
 
 
 # --- noack mode: what the fault takes is lost, or late

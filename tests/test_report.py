@@ -340,6 +340,10 @@ def test_live_state_calls_a_worker_silent_when_it_stops_speaking() -> None:
     state.apply({"event": "alive", "host": "pc1", "worker": "worker-1", "ts": 100.0, "mode": "ack"})
     assert state.rows(now=110.0)[0][1] == "consuming"
     assert state.rows(now=100.0 + SILENT_SECONDS + 5)[0][1] == f"silent for {SILENT_SECONDS + 5:.0f} s"
+    # A worker whose clock is 40 s behind, heard at 200 by the view's: speaking, not silent for 40 s.
+    state.apply_all([{"event": "alive", "host": "pc2", "worker": "worker-1", "ts": 160.0, "mode": "ack"}], 200.0)
+    assert state.rows(now=201.0)[1][1] == "consuming"
+    assert state.rows(now=200.0 + SILENT_SECONDS + 1)[1][1] == f"silent for {SILENT_SECONDS + 1:.0f} s"
 
 
 def _edit_events(path: Path, edit: Callable[[list[dict]], list[dict]]) -> None:
@@ -473,6 +477,65 @@ def test_a_lossy_links_record_names_its_loss_and_a_forged_loss_is_left_out(tmp_p
     assert f"fault: lossy 30% on lab3/worker-1, {fates.clock(start)} to {fates.clock(start + 30)} (30 s)" in done.stdout
     picture = ET.parse(tmp_path / "out" / ACK_RUN / "timeline.svg").getroot()
     assert any((t.text or "") == "lossy 30% 30 s" for t in picture.iter("{http://www.w3.org/2000/svg}text"))
+
+
+def _skewed(folder: Path, path: str, shift: float) -> None:
+    """A worker host whose events were stamped ``shift`` seconds off (its Docker's time stamps too)."""
+    _edit_events(folder / path, lambda events: [e | {"ts": e["ts"] + shift} for e in events])
+    document = json.loads((folder / path).read_text())
+    document["containers"][0]["Created"] += shift
+    (folder / path).write_text(json.dumps(document))
+
+
+def _measured(folder: Path, path: str, clock: dict, clocks: list[dict] | None = None) -> None:
+    """The clocks report.yml measured there: the host's (``clock``), each running worker's (``clocks``)."""
+    document = json.loads((folder / path).read_text())
+    document.update(clock=clock, clocks=clocks or [])
+    (folder / path).write_text(json.dumps(document))
+
+
+def test_events_of_a_clock_40_s_off_are_placed_on_this_machines_clock(tmp_path: Path) -> None:
+    """lab2's worker took #8 after lab3's was stopped; with lab2 40 s behind and lab4's worker 3 s ahead."""
+    truth = report_of(copy_of("ack_worker_stopped", tmp_path / "as-recorded"))
+    folder = copy_of("ack_worker_stopped", tmp_path)
+    _skewed(folder, "workers/lab2.json", -40.0)
+    _skewed(folder, "workers/lab4.json", 3.0)
+    wrong = report_of(folder)  # read as each clock stamped it, the clocks not measured
+    assert any(a.received < wrong.started for a in wrong.tasks[7].attempts), "lab2 took #8 before the run began"
+    _measured(folder, "workers/lab2.json", {"offset": -40.0, "uncertainty": 0.02})
+    worker = {"item": {"Names": ["/workqueue-worker-1"]}, "offset": 3.0, "uncertainty": 0.03}
+    _measured(folder, "workers/lab4.json", {"offset": 0.001, "uncertainty": 0.02}, [worker])
+    report = report_of(folder)
+
+    def times(r: fates.RunReport) -> list[tuple]:
+        return [(t.seq, a.worker, round(a.received, 3), round(a.ended or 0, 3)) for t in r.tasks for a in t.attempts]
+
+    assert times(report) == times(truth) and report.verdict == truth.verdict
+    for task in report.tasks:  # sent, received, done: in that order, on one clock
+        assert all(report.started <= a.received <= (a.ended or a.received) for a in task.attempts)
+        assert [a.received for a in task.attempts] == sorted(a.received for a in task.attempts)
+    done = _report_command(folder, "--out", str(tmp_path / "out"))
+    said = [line for line in done.stdout.splitlines() if line.startswith("clock: ")]
+    assert said == [
+        "clock: lab2 is 40.0 s behind this machine (±0.02 s): its events are placed on this machine's clock",
+        "clock: lab4/worker-1 is 3.0 s ahead of this machine (±0.03 s): its events are placed on this machine's clock",
+    ]
+    data = json.loads((tmp_path / "out" / ACK_RUN / "report.json").read_text())
+    assert {c["of"]: c["offset"] for c in data["clocks"]} == {"lab2": -40.0, "lab4": 0.001, "lab4/worker-1": 3.0}
+
+
+def test_a_clock_that_could_not_be_read_is_said_and_one_within_its_reading_is_left_alone(tmp_path: Path) -> None:
+    truth = report_of(copy_of("ack_worker_stopped", tmp_path / "as-recorded"))
+    folder = copy_of("ack_worker_stopped", tmp_path)
+    # lab2's clock reads 0.015 s off within 0.02 s: the same clock as this machine's, nothing moves.
+    _measured(folder, "workers/lab2.json", {"offset": 0.015, "uncertainty": 0.02})
+    _measured(folder, "workers/lab4.json", {"failed": True, "msg": "python3: not found\nmore"})
+    report = report_of(folder)
+    assert [a.received for t in report.tasks for a in t.attempts] == [
+        a.received for t in truth.tasks for a in t.attempts
+    ]
+    assert "lab4: its clock could not be read (python3: not found); its events keep their own times" in report.missing
+    assert not any("lab2" in line for line in report.missing)
 
 
 def test_the_live_view_names_each_workers_broker_node_with_a_cluster() -> None:

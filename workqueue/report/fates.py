@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from workqueue.queues import DEAD_LETTER_QUEUE, Mode, queue_spec
 from workqueue.report.foreign import ForeignTask, foreign_tasks
 from workqueue.report.foreign import summary as foreign_summary
-from workqueue.report.gathered import Container, Event, Fault, Gathered, QueueState
+from workqueue.report.gathered import Clock, Container, Event, Fault, Gathered, QueueState
 from workqueue.tasks import seq_list
 
 DONE, LOST, REQUEUED, IN_PROGRESS = "done", "lost", "requeued", "in progress"
@@ -158,6 +158,8 @@ class RunReport:
     dead_lettered: int | None = None
     # Deliveries labelled with the run but numbered past what its producer sent: no task of the run.
     strays: list[Attempt] = field(default_factory=list)
+    # The hosts' and workers' clocks against this machine's; each event was put on this machine's clock.
+    clocks: list[Clock] = field(default_factory=list)
 
     def count(self, fate: str) -> int:
         return sum(1 for task in self.tasks if task.fate == fate)
@@ -253,6 +255,7 @@ def build(gathered: Gathered, run_id: str) -> RunReport:
         went=went,
         dead_lettered=_dead_lettered(gathered.queues) if mode is Mode.ACK else None,
         strays=strays,
+        clocks=list(gathered.clocks),
     )
 
 

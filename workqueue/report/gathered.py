@@ -6,6 +6,11 @@ The playbook writes one JSON file per host and role, as Ansible saw it:
     producer/HOST.json   the producer's record of the run (or of the newest run)
     broker/HOST.json     ``rabbitmqctl list_queues`` of the lab's vhost
 
+with the clocks of the worker and producer hosts, and of each running worker, measured against
+this machine's (playbooks/action_plugins/clock_offset.py). Each program stamps its events with its
+own clock; a clock measurably apart has its events moved onto this machine's, so that a lab without
+NTP still reads in order (a task received before it was sent, or done before received, otherwise).
+
 A host that could not be read leaves a file that says why. Everything missing
 becomes a sentence in ``Gathered.missing``: the report states it, never guesses.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,24 @@ class Container:
     def worker(self) -> str:
         """``host/worker-N``: what the worker calls itself in reports and the live view."""
         return f"{self.host}/{self.name.removeprefix('workqueue-')}"
+
+
+@dataclass(frozen=True)
+class Clock:
+    """A clock some events were stamped with, against this machine's, as report.yml measured it."""
+
+    of: str  # a host, or host/worker-N
+    offset: float  # seconds ahead of this machine's (behind if negative)
+    uncertainty: float  # half the round trip of the reading: the same clock reads within it
+
+    @property
+    def apart(self) -> bool:
+        """Measurably another time than this machine's: the events are moved by the offset."""
+        return abs(self.offset) > self.uncertainty
+
+    def ours(self, ts: float) -> float:
+        """A time stamped by this clock, on this machine's clock."""
+        return ts - self.offset if self.apart else ts
 
 
 @dataclass(frozen=True)
@@ -81,6 +105,7 @@ class Gathered:
     queues: list[QueueState] | None = None  # None: the broker was not read
     unread_hosts: list[str] = field(default_factory=list)  # worker hosts whose events are missing
     missing: list[str] = field(default_factory=list)
+    clocks: list[Clock] = field(default_factory=list)  # every clock measured, hosts' and running workers'
 
 
 class GatheredError(Exception):
@@ -156,6 +181,8 @@ def _read_worker_host(document: dict[str, Any], gathered: Gathered) -> None:
         gathered.missing.append(f"{host}: {why}; the events of its workers are missing")
         return
     logs = {_name(result.get("item", {})): result for result in document.get("logs") or []}
+    host_clock = _clock(host, document.get("clock"), gathered)
+    clocks = {_name(result.get("item", {})): result for result in document.get("clocks") or []}
     containers = document.get("containers") or []
     if not containers:
         gathered.missing.append(f"{host}: no worker container (nothing deployed there, or torn down)")
@@ -169,10 +196,14 @@ def _read_worker_host(document: dict[str, Any], gathered: Gathered) -> None:
             continue
         # The worker writes its events on standard error; standard output has the tutorial's lines.
         events = list(read_events(str(log.get("stderr", "")).splitlines()))
+        worker = f"{host}/{name.removeprefix('workqueue-')}"
+        clock = _clock(worker, clocks.get(name), gathered, quiet=True) or host_clock
         running = status.startswith("Up") if status else None
-        created = listed.get("Created")
+        created = listed.get("Created")  # by its host's Docker, on its host's clock
         created = float(created) if isinstance(created, int | float) else None
-        gathered.containers.append(Container(host, name, running, status, events, created))
+        if created is not None and host_clock is not None:
+            created = host_clock.ours(created)
+        gathered.containers.append(Container(host, name, running, status, _on_our_clock(events, clock), created))
 
 
 def _name(container: dict[str, Any]) -> str:
@@ -192,7 +223,29 @@ def _read_producer_host(document: dict[str, Any], gathered: Gathered) -> None:
     if not content:
         return  # no record on this host: the report says so if no host had one
     text = base64.b64decode(content).decode("utf-8", "replace")
-    gathered.producer_events.extend(read_events(text.splitlines()))
+    clock = _clock(host, document.get("clock"), gathered)
+    gathered.producer_events.extend(_on_our_clock(read_events(text.splitlines()), clock))
+
+
+def _clock(of: str, measured: object, gathered: Gathered, quiet: bool = False) -> Clock | None:
+    """The clock report.yml measured (clock_offset's result), kept in ``gathered.clocks``; None if unread."""
+    found = measured if isinstance(measured, dict) else {}
+    offset, uncertainty = _number(found.get("offset")), _number(found.get("uncertainty"))
+    if offset is None or uncertainty is None or uncertainty < 0:
+        if found and not quiet:  # nothing at all: gathered by a report.yml that measured no clock
+            why = _first_line(found.get("msg") or "not measured")
+            gathered.missing.append(f"{of}: its clock could not be read ({why}); its events keep their own times")
+        return None
+    clock = Clock(of, offset, uncertainty)
+    gathered.clocks.append(clock)
+    return clock
+
+
+def _on_our_clock(events: Iterable[Event], clock: Clock | None) -> list[Event]:
+    """The events with their times moved onto this machine's clock (as they are if it was not measured)."""
+    if clock is None or not clock.apart:
+        return list(events)
+    return [{**event, "ts": clock.ours(float(event["ts"]))} for event in events]
 
 
 def _fault(event: Event) -> Fault:

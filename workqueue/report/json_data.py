@@ -50,6 +50,7 @@ def as_dict(report: RunReport) -> dict[str, Any]:
         ],
         "foreign": [asdict(t) for t in report.foreign],
         "faults": [asdict(f) for f in report.faults],
+        "clocks": [asdict(c) for c in report.clocks],
         "broker_queue": asdict(report.queue_state) if report.queue_state else None,
         "dead_lettered": report.dead_lettered,
         "missing": report.missing,

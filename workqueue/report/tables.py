@@ -108,3 +108,20 @@ def fault_lines(report: RunReport) -> list[str]:
         span = f"{clock(f.start)} to {clock(f.end)} ({f.end - f.start:.0f} s)" if f.end > f.start else clock(f.start)
         lines.append(f"{f.kind} on {where}, {span}{_caught(f, report.run_id)}")
     return lines
+
+
+# Where a clock's difference is worth a reader's attention (what a lab without NTP drifts to).
+CLOCK_WORTH_SAYING = 1.0
+
+
+def clock_lines(report: RunReport) -> list[str]:
+    """``lab3/worker-1 is 40.0 s behind this machine (±0.02 s): ...``: the clocks more than a second off."""
+    lines = []
+    for c in report.clocks:
+        if abs(c.offset) > CLOCK_WORTH_SAYING:
+            way = "ahead of" if c.offset > 0 else "behind"
+            lines.append(
+                f"{c.of} is {abs(c.offset):.1f} s {way} this machine (±{c.uncertainty:.2f} s): "
+                "its events are placed on this machine's clock"
+            )
+    return lines

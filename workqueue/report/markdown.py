@@ -12,8 +12,8 @@ def render(report: RunReport, picture: str) -> str:
     lines = [f"# {tables.heading(report)}", "", f"**{report.verdict}**", ""]
     if report.faults:
         lines += [f"Fault: {line}" for line in tables.fault_lines(report)] + [""]
-    if tables.clock_lines(report):
-        lines += [f"Clock: {line}" for line in tables.clock_lines(report)] + [""]
+    if clocks := tables.clock_lines(report):
+        lines += [f"Clock: {line}" for line in clocks] + [""]
     if report.missing:
         lines += ["## What is missing", ""] + [f"- {statement}" for statement in report.missing] + [""]
     lines += ["## Timeline", "", f"![One lane per worker, a bar per task]({picture})", ""]

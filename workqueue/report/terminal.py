@@ -10,8 +10,8 @@ def render(report: RunReport) -> str:
     lines = [tables.heading(report), f"=> {report.verdict}", ""]
     if report.faults:
         lines += [f"fault: {line}" for line in tables.fault_lines(report)] + [""]
-    if tables.clock_lines(report):
-        lines += [f"clock: {line}" for line in tables.clock_lines(report)] + [""]
+    if clocks := tables.clock_lines(report):
+        lines += [f"clock: {line}" for line in clocks] + [""]
     lines += columns(tables.worker_header(report), tables.worker_rows(report))
     lines.append("")
     rows, left_out = tables.task_rows(report, all_tasks=False)

@@ -479,6 +479,62 @@ def test_a_lossy_links_record_names_its_loss_and_a_forged_loss_is_left_out(tmp_p
     assert any((t.text or "") == "lossy 30% 30 s" for t in picture.iter("{http://www.w3.org/2000/svg}text"))
 
 
+def test_a_partitions_record_tells_what_each_node_did_and_a_forged_one_tells_nothing(tmp_path: Path) -> None:
+    folder = copy_of("ack_worker_stopped", tmp_path)
+    start = report_of(folder).started + 2
+    cut = {"node": "rabbit@lab1", "paused_after": "52.3", "served_again_after": 4.0}  # Ansible writes either
+    leaders = {"leader_before": "rabbit@lab1", "leader_after": "rabbit@lab2"}
+    alone = [{"node": f"rabbit@lab{i}", "paused_after": 50.0 + i, "served_again_after": 3} for i in (1, 2, 3)]
+    never = {"node": "rabbit@lab2", "paused_after": None, "served_again_after": 0.5}
+    hung = {"node": "rabbit@lab3", "paused_after": 18, "served_again_after": 101.2, "restarted": True}
+    forged = {"nodes": [{"node": "rabbit@lab3\x1b[2J", "paused_after": True, "served_again_after": -4}, "x", 5]}
+    partitions = [
+        ("lab1", {"nodes": [cut]} | leaders),
+        ("each", {"nodes": alone} | leaders | {"leader_after": "rabbit@lab1"}),
+        ("lab2", {"nodes": [never]} | leaders),
+        ("lab3", forged),
+        ("lab3", {"nodes": "all of them"}),
+        ("lab3", {"nodes": [hung]} | leaders),
+    ]
+    faults = [
+        {
+            "event": "fault",
+            "fault": "partition",
+            "host": host,
+            "worker": None,
+            "start": start + i,
+            "end": start + i + 90,
+        }
+        | {"partition": told}
+        for i, (host, told) in enumerate(partitions)
+    ]
+    producer = folder / "producer" / "lab5.json"
+    document = json.loads(producer.read_text())
+    document["faults"] = base64.b64encode("\n".join(json.dumps(f) for f in faults).encode()).decode()
+    producer.write_text(json.dumps(document))
+    report = report_of(folder)
+    assert [f.partition is not None for f in report.faults] == [True, True, True, True, False, True]
+    done = _report_command(folder, "--out", str(tmp_path / "out"))
+    said = [line for line in done.stdout.splitlines() if line.startswith("fault: partition")]
+    assert said[0] == (
+        f"fault: partition on broker node lab1, from the others, {fates.clock(start)} to {fates.clock(start + 90)}"
+        " (90 s): rabbit@lab1 paused 52 s after the cut (pause_minority) and served again 4 s after the heal;"
+        " task_queue led by rabbit@lab1 before, by rabbit@lab2 after"
+    )
+    assert said[1].startswith("fault: partition on every broker node, each alone, ")
+    assert said[1].count("s after the cut (pause_minority) and served again 3 s after the heal") == 3
+    assert said[1].endswith("task_queue led by rabbit@lab1 before and after")
+    assert "rabbit@lab2 did not pause and served throughout" in said[2]
+    # A forged record: its node's escape sequence made harmless, its numbers dropped, never a crash.
+    assert "rabbit@lab3?[2J did not pause and did not serve again after the heal;" in said[3]
+    assert said[3].endswith("task_queue led by ? before and after")
+    assert said[4].endswith("(90 s)")
+    assert (
+        "rabbit@lab3 paused 18 s after the cut (pause_minority) and served again 101 s after the heal (it hung"
+        in said[5]
+    )
+
+
 def _skewed(folder: Path, path: str, shift: float) -> None:
     """A worker host whose events were stamped ``shift`` seconds off (its Docker's time stamps too)."""
     _edit_events(folder / path, lambda events: [e | {"ts": e["ts"] + shift} for e in events])

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from workqueue.events import read_events
+from workqueue.report.partition import Partition, read_partition
 
 Event = dict[str, Any]
 
@@ -90,6 +91,7 @@ class Fault:
     caught_run: str | None = None
     caught_seq: int | None = None
     loss: int | None = None  # a lossy link's: the packets dropped, in a hundred
+    partition: Partition | None = None  # a partition's: what each node cut off did, the leader before and after
 
     @property
     def kind(self) -> str:
@@ -264,6 +266,7 @@ def _fault(event: Event) -> Fault:
         run if isinstance(run, str) else None,
         seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
         int(loss) if loss is not None and 0 < loss <= 100 else None,
+        read_partition(event.get("partition")),
     )
 
 

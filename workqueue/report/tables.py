@@ -6,6 +6,7 @@ from workqueue.queues import DEAD_LETTER_QUEUE
 from workqueue.report.fates import DONE, Attempt, RunReport, clock
 from workqueue.report.gathered import Fault
 from workqueue.report.leader import led_by
+from workqueue.report.partition import story
 from workqueue.tasks import seq_list
 
 # A terminal lists every task up to this many; beyond, only those not simply done once.
@@ -97,16 +98,24 @@ def _caught(fault: Fault, run_id: str) -> str:
     return ", caught a task of another run" if fault.caught_run or fault.caught_seq is not None else ""
 
 
+def _where(f: Fault) -> str:
+    if f.worker:
+        return f"{f.host}/{f.worker}"
+    if f.fault.startswith("broker-node"):
+        return f"broker node {f.host}"
+    if f.fault == "partition":
+        return "every broker node, each alone" if f.host == "each" else f"broker node {f.host}, from the others"
+    return f"the broker ({f.host})"
+
+
 def fault_lines(report: RunReport) -> list[str]:
     """``freeze on lab3/worker-1, 02:22:04 to 02:22:44 (40 s)``: the drills' faults during the run."""
     lines = []
     for f in report.faults:
-        if f.worker:
-            where = f"{f.host}/{f.worker}"
-        else:
-            where = f"broker node {f.host}" if f.fault.startswith("broker-node") else f"the broker ({f.host})"
+        where = _where(f)
         span = f"{clock(f.start)} to {clock(f.end)} ({f.end - f.start:.0f} s)" if f.end > f.start else clock(f.start)
-        lines.append(f"{f.kind} on {where}, {span}{_caught(f, report.run_id)}")
+        told = f": {story(f.partition)}" if f.partition else ""
+        lines.append(f"{f.kind} on {where}, {span}{_caught(f, report.run_id)}{told}")
     return lines
 
 

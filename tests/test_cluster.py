@@ -40,8 +40,7 @@ NODES = {f"rabbit@{host}" for host in BROKERS}
 ALL_HOSTS = [f"{CLUSTER_LAB.name}{i}" for i in range(1, 7)]
 PRODUCER = ALL_HOSTS[-1]
 FIREWALLED = BROKERS[1]  # a lab PC whose firewall drops what no rule accepts
-# net_ticktime 15 (RabbitMQ's default 60): a node cut off pauses 11 to 19 s after the cut, not 45 to 75.
-FAST = ("-e", "seconds_per_dot=0.2", "-e", "heartbeat_seconds=3", "-e", "rabbitmq_net_ticktime=15")
+FAST = ("-e", "seconds_per_dot=0.2", "-e", "heartbeat_seconds=3")
 TLS = ("-e", "rabbitmq_tls=true")
 
 
@@ -278,48 +277,6 @@ def test_a_node_stopped_for_a_while_comes_back_into_the_cluster(cluster: docker.
     assert took >= 5 and age < took
     for node in BROKERS:
         wait_until(lambda n=node: members(cluster, n) == NODES, 60, f"{node} seeing the three nodes")
-
-
-def test_a_partition_of_the_leader_then_of_every_node_mid_run_loses_nothing_it_confirmed(
-    cluster: docker.DockerClient, tmp_path: Path
-) -> None:
-    """pause_minority pauses the node cut off (then each node, alone), the queue's leader moves, and every task
-    the producer confirmed is done; those done twice are counted by the report as the workers said them."""
-    leader = task_queue(cluster)["leader"]
-    # 40 tasks of 4 s on two workers: about 80 s of work, the run outlasting both partitions' pauses.
-    produced = playbook("produce.yml", "-e", "task_count=40", "-e", "task_message=p" + "." * 20)
-    assert produced.returncode == 0, produced.stdout[-2000:]  # every task confirmed by the cluster
-    run_id = run_id_of(produced.stdout)
-    wait_until(lambda: any(unfinished(cluster, host, run_id) for host in WORKERS), 30, "a task in hand")
-    stories = []
-    for target in ("leader", "each"):
-        succeeded(playbook("drill.yml", "-e", "fault=partition", "-e", f"target={target}", "-e", "duration=30"))
-        stories.append(lab_runs.last_fault(cluster, PRODUCER)["partition"])
-    cut, alone = stories
-    assert [n["node"] for n in cut["nodes"]] == [leader] and cut["leader_before"] == leader
-    assert sorted(n["node"] for n in alone["nodes"]) == sorted(NODES)  # no majority anywhere: each pauses
-    for node in cut["nodes"] + alone["nodes"]:
-        assert node["paused_after"] is not None and node["served_again_after"] is not None, node
-    for host in BROKERS:
-        wait_until(lambda h=host: members(cluster, h) == NODES, 60, f"{host} seeing the three nodes")
-    wait_until(lambda: consumers(cluster) == 2, 120, "both workers consuming again")
-    done = all_done(cluster, run_id, 40, timeout=180)
-    assert sorted(done) == list(range(1, 41))  # nothing the producer confirmed was lost
-    settled(cluster)
-
-    done_run = playbook("report.yml", "-e", f"run_id={run_id}", "-e", f"report_dir={tmp_path}")
-    assert done_run.returncode == 0, done_run.stdout[-3000:]
-    report = json.loads(next(tmp_path.glob("*/report.json")).read_text())
-    assert report["counts"] == {"done": 40}, report["verdict"]
-    assert [f["fault"] for f in report["faults"]] == ["partition", "partition"]
-    said = [e["seq"] for host in WORKERS for e in lab_runs.worker_events(cluster, host, run_id) if e["event"] == "done"]
-    twice = sorted({seq for seq in said if said.count(seq) > 1})
-    assert sorted(t["seq"] for t in report["tasks"] if len(t["done_by"]) > 1) == twice
-    assert (f"{len(twice)} done twice" in report["verdict"]) == bool(twice), report["verdict"]
-    told = (tmp_path / run_id / "report.md").read_text()
-    assert f"partition on broker node {leader.split('@')[1]}, from the others" in told
-    assert "partition on every broker node, each alone" in told and "after the cut (pause_minority)" in told
-    print(f"partitions: {cut} then {alone}; done twice: {twice}")
 
 
 def test_teardown_undoes_the_cluster_and_site_forms_it_again_over_tls_with_no_secret_shown(

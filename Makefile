@@ -11,6 +11,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
 	@echo "make drills  every fault of drill.yml (a worker's, a lossy link, the broker's) in both modes; one table"
+	@echo "             BROKERS=3: on a cluster, with its nodes' faults (killed, stopped, partitioned away)"
 	@echo "make demo-processes  the tutorial as local processes, no Docker needed"
 	@echo "make watch [INVENTORY=...]  the live view: the queue and each worker's task, while a run goes on"
 	@echo "make watch-web [INVENTORY=...] [LISTEN=host:port]  the live view in a browser, the timeline drawing itself"
@@ -58,7 +59,7 @@ demo: venv
 
 # Every fault of playbooks/drill.yml in both modes on the virtual lab; the table in reports/drills.md.
 drills: venv
-	$(PY) -m workqueue.demo.drills
+	$(PY) -m workqueue.demo.drills --brokers '$(BROKERS)'
 
 demo-processes: broker
 	$(PY) -m workqueue.demo.local

@@ -16,6 +16,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from workqueue import cli
 from workqueue.connection import HEARTBEAT_SECONDS, broker_from_url
+from workqueue.demo import drills
 from workqueue.events import read_events
 from workqueue.machine import apt_sources, role_docs
 from workqueue.machine.packages import SetupError
@@ -444,3 +445,21 @@ def test_a_worker_thawed_past_the_brokers_patience_counts_its_task_done_whicheve
     (event,) = [e for e in read_events(events.getvalue().splitlines()) if e["event"] in ("done", "abandoned")]
     assert event["event"] == fate and event["seq"] == 1
     assert event.get("refused") is (True if fate == "done" else None)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--brokers", "2"], "--brokers (BROKERS=): 1 or 3, not 2"),
+        (["--faults", "partition"], "--faults: partition needs a cluster: BROKERS=3 make drills (--brokers 3)"),
+        (["--brokers", "3", "--faults", "stop,split"], "--faults: unknown split: use stop, kill,"),
+    ],
+)
+def test_make_drills_refuses_what_it_cannot_run_before_touching_a_lab(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        drills.main(args)
+    assert stopped.value.code == 2
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert message in said and "Traceback" not in said

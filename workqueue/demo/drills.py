@@ -1,12 +1,17 @@
 """`make drills`: every fault of playbooks/drill.yml, in both modes, on the virtual lab; one table.
 
-    python -m workqueue.demo.drills [--seconds-per-dot S] [--faults stop,kill,...]
+    python -m workqueue.demo.drills [--seconds-per-dot S] [--faults stop,kill,...] [--brokers 1|3]
 
 For each fault and mode: site.yml (which also undoes the drill before), a run of
 TASKS tasks, the fault on the second worker host while it holds a task (or, for
 broker-down and broker-disk, while the producer still publishes), then report.yml. Prints the
 table and writes it to reports/drills.md: what was sent, done, lost, done twice,
 and the seconds from the fault until every task was settled.
+
+With ``--brokers 3`` the lab has a cluster of three brokers, and the cluster's own
+faults (a node killed, stopped, partitioned away: on the node leading task_queue)
+join the matrix, in ack mode only: they find the node by task_queue, which noack
+mode does not use. Each strikes once a worker holds a task of a longer run.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from workqueue.virtual_lab.hosts import DEFAULT_LAB, ROOT
 from workqueue.virtual_lab.lab_runs import done_by, drill_on_cue, on, run_id_of, unfinished, wait_until
 
 FAULTS = ("stop", "kill", "freeze", "cut", "lossy", "broker-restart", "broker-down", "broker-disk", "students")
+# A cluster's: on the node leading task_queue, in ack mode (they find it by task_queue).
+CLUSTER_FAULTS = ("broker-node-kill", "broker-node-stop", "partition")
+CLUSTER_HOSTS = 6  # three brokers, two worker hosts, the producer
 # The broker's faults that strike while the producer publishes (a run spread out), not on a worker's task.
 WHILE_PUBLISHING = ("broker-down", "broker-disk")
 TASKS = 8
@@ -105,6 +113,16 @@ class Drills:
                 self.playbook("drill.yml", *mode_args, "-e", f"fault={fault}")
                 run_id = run_id_of(producing.result(timeout=600).stdout)
                 settling = pool.submit(self._settled_after, run_id, mode, TASKS * 2, started)
+            elif fault in CLUSTER_FAULTS:
+                # A run long enough to outlast the fault (a partition's node pauses 45 to 75 s after the cut).
+                published = self.playbook(
+                    "produce.yml", *mode_args, "-e", f"task_count={TASKS * 4}", "-e", "task_message=work.........."
+                )
+                run_id = run_id_of(published.stdout)
+                wait_until(lambda: any(unfinished(self.client, h, run_id) for h in self.workers), 60, "a task in hand")
+                self.playbook("drill.yml", *mode_args, "-e", f"fault={fault}")
+                struck = float(lab_runs.last_fault(self.client, self.producer)["start"])
+                settling = pool.submit(self._settled_after, run_id, mode, TASKS * 4, struck)
             else:
                 # The drill watches the target first and strikes the moment it holds a task of the run.
                 def produce() -> str:
@@ -149,24 +167,31 @@ def markdown(outcomes: list[Outcome]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workqueue.demo.drills", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds-per-dot", type=float, default=0.5, help="work per dot (default 0.5 s)")
-    parser.add_argument(
-        "--faults", default=",".join(FAULTS), help=f"which, comma-separated (default {','.join(FAULTS)})"
-    )
+    every = f"{','.join(FAULTS)}, and with a cluster {','.join(CLUSTER_FAULTS)}"
+    parser.add_argument("--faults", help=f"which, comma-separated (default all: {every})")
+    parser.add_argument("--brokers", default="1", help="1 (default), or 3: a cluster, and its faults")
     args = parser.parse_args(argv)
-    faults = [f for f in args.faults.split(",") if f]
-    unknown = sorted(set(faults) - set(FAULTS))
+    if args.brokers not in ("1", "3"):
+        parser.error(f"--brokers (BROKERS=): 1 or 3, not {args.brokers}")
+    brokers = int(args.brokers)
+    known = FAULTS + (CLUSTER_FAULTS if brokers > 1 else ())
+    faults = [f for f in (args.faults or ",".join(known)).split(",") if f]
+    unknown = sorted(set(faults) - set(known))
+    if unknown and set(unknown) <= set(CLUSTER_FAULTS):
+        parser.error(f"--faults: {', '.join(unknown)} needs a cluster: BROKERS=3 make drills (--brokers 3)")
     if unknown:
-        parser.error(f"--faults: unknown {', '.join(unknown)}: use {', '.join(FAULTS)}")
+        parser.error(f"--faults: unknown {', '.join(unknown)}: use {', '.join(known)}")
     try:
         client = engine.ensure_engine()
         images.program_images(client)
-        lab = hosts.up(client, hosts.DEFAULT_HOSTS, DEFAULT_LAB)
+        count = CLUSTER_HOSTS if brokers > 1 else hosts.DEFAULT_HOSTS
+        lab = hosts.up(client, count, DEFAULT_LAB, brokers=brokers)
         workers = [h.name for h in lab if "workers" in h.groups]
         producer = next(h.name for h in lab if "producer" in h.groups)
         drills = Drills(client, workers, producer, ["-e", f"seconds_per_dot={args.seconds_per_dot}"])
         outcomes = []
         for fault in faults:
-            for mode in (Mode.ACK, Mode.NOACK):
+            for mode in (Mode.ACK,) if fault in CLUSTER_FAULTS else (Mode.ACK, Mode.NOACK):
                 print(f"=== {fault}, {mode} mode", flush=True)
                 outcome = drills.run(fault, mode)
                 print(f"    {outcome.report.get('verdict')}", flush=True)

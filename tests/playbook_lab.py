@@ -21,7 +21,17 @@ import docker
 from workqueue.machine import engine, images
 from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import Lab
-from workqueue.virtual_lab.lab_runs import done_by, on, on_result, queue_row, recap, run_id_of, unfinished, wait_until
+from workqueue.virtual_lab.lab_runs import (
+    done_by,
+    on,
+    on_result,
+    queue_row,
+    read_on,
+    recap,
+    run_id_of,
+    unfinished,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every run passes these, so the workers' settings stay the same: short tasks, and a 3 s heartbeat,
@@ -135,7 +145,7 @@ class PlaybookLab:
         listed = on(client, host, "docker", "ps", "-aq", "--filter", "label=workqueue-lab=worker").split()
         if not listed:
             return {}
-        found = json.loads(on(client, host, "docker", "inspect", *listed))
+        found = json.loads(read_on(client, host, "docker", "inspect", *listed))
         return {c["Name"].lstrip("/"): (c["Id"], c["State"]["StartedAt"]) for c in found}
 
     def lab_state(self, client: docker.DockerClient) -> dict[str, object]:

@@ -30,7 +30,7 @@ from workqueue.connection import broker_from_url, connect
 from workqueue.machine import engine, images
 from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import CLUSTER_LAB
-from workqueue.virtual_lab.lab_runs import done_by, on, on_result, queue_row, run_id_of, unfinished, wait_until
+from workqueue.virtual_lab.lab_runs import done_by, on, on_result, queue_row, read_on, run_id_of, unfinished, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(CLUSTER_LAB.name)]
 
@@ -84,7 +84,7 @@ def one_broker_inventory(folder: Path) -> Path:
 
 
 def rabbitmqctl(client: docker.DockerClient, host: str, *args: str) -> object:
-    return json.loads(on(client, host, "rabbitmqctl", *args, "--quiet", "--formatter", "json") or "null")
+    return json.loads(read_on(client, host, "rabbitmqctl", *args, "--quiet", "--formatter", "json") or "null")
 
 
 def members(client: docker.DockerClient, host: str) -> set[str]:
@@ -296,7 +296,7 @@ def test_teardown_undoes_the_cluster_and_site_forms_it_again_over_tls_with_no_se
         # Started alone, the node made a cookie of its own: the cluster's is gone.
         code, own = on_result(cluster, host, "cat", "/var/lib/rabbitmq/.erlang.cookie")
         assert code == 0 and len(own.strip()) >= 20 and own.strip() != cookie, (host, code)
-        assert "workqueue-lab" not in on(cluster, host, "cat", "/etc/hosts")
+        assert "workqueue-lab" not in read_on(cluster, host, "cat", "/etc/hosts")
         code, plugins = on_result(cluster, host, "cat", "/etc/rabbitmq/enabled_plugins")
         assert (code == 0 and "rabbitmq_management" not in plugins) or "No such file" in plugins, (host, plugins)
     assert "workqueue-lab" not in on(cluster, FIREWALLED, "nft", "list", "ruleset")

@@ -27,7 +27,7 @@ from tests.skewed_clock import skewed_worker_image
 from workqueue.tasks import seq_list
 from workqueue.virtual_lab import lab_runs
 from workqueue.virtual_lab.hosts import DRILL_LAB
-from workqueue.virtual_lab.lab_runs import on, on_result, run_id_of, unfinished, wait_until
+from workqueue.virtual_lab.lab_runs import on, on_result, read_on, run_id_of, unfinished, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(DRILL_LAB.name)]
 
@@ -133,7 +133,7 @@ def test_drill_students_mid_run_is_refused_or_handled_and_every_worker_keeps_run
     wait_until(lambda: len(the_class_tasks("done") + the_class_tasks("rejected")) == 11, 60, "each poison task ended")
     assert sorted(e["reason"] for e in the_class_tasks("rejected")) == ["empty", "not UTF-8", "too long"]
     for host in WORKERS:
-        state = json.loads(on(lab, host, "docker", "inspect", "workqueue-worker-1"))[0]
+        state = json.loads(read_on(lab, host, "docker", "inspect", "workqueue-worker-1"))[0]
         assert state["RestartCount"] == 0 and state["State"]["Running"], (host, state["State"])
         assert "Traceback" not in on(lab, host, "docker", "logs", "workqueue-worker-1"), host
     settled_counts(lab, "task_queue.rejected", (3, 0))
@@ -219,7 +219,7 @@ def produce_during_broker_down(
 
 
 def disk_status(client: docker.DockerClient) -> dict:
-    return dict(json.loads(on(client, BROKER, "rabbitmqctl", "-q", "status", "--formatter", "json")))
+    return dict(json.loads(read_on(client, BROKER, "rabbitmqctl", "-q", "status", "--formatter", "json")))
 
 
 def test_drill_broker_disk_in_ack_mode_blocks_the_producer_which_waits_then_confirms_every_task(

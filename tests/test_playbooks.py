@@ -45,7 +45,7 @@ from workqueue.connection import BrokerError, broker_from_url, connect
 from workqueue.report import lab_settings
 from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import TEST_LAB
-from workqueue.virtual_lab.lab_runs import done_by, on, on_result, recap, wait_until
+from workqueue.virtual_lab.lab_runs import done_by, on, on_result, read_on, recap, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(TEST_LAB.name)]
 
@@ -128,7 +128,7 @@ def student_url(guest: bool = False) -> str:
 
 def broker_users(client: docker.DockerClient) -> dict[str, list[str]]:
     """The broker's users and their tags."""
-    users = json.loads(on(client, BROKER, "rabbitmqctl", "list_users", "-q", "--formatter", "json"))
+    users = json.loads(read_on(client, BROKER, "rabbitmqctl", "list_users", "-q", "--formatter", "json"))
     return {user["user"]: user["tags"] for user in users}
 
 
@@ -158,7 +158,7 @@ def test_site_on_fresh_hosts_deploys_broker_and_connected_workers(lab: docker.Do
     assert broker_users(lab) == {"workqueue": [], "student": []}
     # The workers run hardened: no capability, no new privilege, a read-only root, bounded memory,
     # processes and logs; and healthy so (the health file is on the /tmp tmpfs).
-    [inspected] = json.loads(on(lab, WORKER_A, "docker", "inspect", "workqueue-worker-1"))
+    [inspected] = json.loads(read_on(lab, WORKER_A, "docker", "inspect", "workqueue-worker-1"))
     config = inspected["HostConfig"]
     assert (config["CapDrop"], config["SecurityOpt"], config["ReadonlyRootfs"]) == (
         ["ALL"],
@@ -394,10 +394,10 @@ def test_guest_remote_access_mode(lab: docker.DockerClient) -> None:
     assert done is not None
     assert "WARNING: rabbitmq_guest_remote_access is true" in done.stdout
     assert f'host="{BROKER_ADDRESS}"))' in done.stdout
-    assert "loopback_users = none" in on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
+    assert "loopback_users = none" in read_on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
     users = {
         u["user"]: u["tags"]
-        for u in json.loads(on(lab, BROKER, "rabbitmqctl", "list_users", "-q", "--formatter", "json"))
+        for u in json.loads(read_on(lab, BROKER, "rabbitmqctl", "list_users", "-q", "--formatter", "json"))
     }
     assert users["guest"] == [], "guest has its vhost's rights, and no administrator tag for the network"
     assert f"amqp://guest@{BROKER_ADDRESS}:5672/%2F" in on(lab, WORKER_A, "docker", "inspect", "workqueue-worker-1")
@@ -410,7 +410,7 @@ def test_guest_remote_access_mode(lab: docker.DockerClient) -> None:
     tutorial_new_task(student_url(guest=True), ["guest quorum style"], arguments={"x-queue-type": "quorum"})
     wait_until(lambda: len(foreign_done(lab)) == before + 2, 30, "the student's two tasks done by the lab")
     deploy(lab)
-    assert "loopback_users" not in on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
+    assert "loopback_users" not in read_on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
     assert "guest" not in on(lab, BROKER, "rabbitmqctl", "list_users", "-q"), (
         "guest removed again with a dedicated user"
     )
@@ -538,7 +538,7 @@ def test_no_secret_on_a_command_line_in_a_journal_a_log_or_the_output(lab: docke
     assert "_CMDLINE=su rabbitmq" in on(lab, BROKER, "journalctl", "-o", "verbose", "--no-pager")
     secrets = [password, class_password]
     assert where_secrets_show(lab, ALL_HOSTS, secrets, *(done.stdout + done.stderr for done in outputs)) == []
-    inspected = {host: json.loads(on(lab, host, "docker", "inspect", *workers_on(lab, host))) for host in WORKERS}
+    inspected = {host: json.loads(read_on(lab, host, "docker", "inspect", *workers_on(lab, host))) for host in WORKERS}
     assert all(len(found) == 1 for found in inspected.values()), inspected.keys()
     assert password not in json.dumps(inspected)
 
@@ -597,7 +597,7 @@ def test_tls_workers_verify_the_broker_and_plain_amqp_is_closed_to_the_network(
     deploy(lab, *TLS)
     url = f"amqps://workqueue@{BROKER_ADDRESS}:5671/workqueue"
     for host in WORKERS:
-        worker = json.loads(on(lab, host, "docker", "inspect", "workqueue-worker-1"))[0]
+        worker = json.loads(read_on(lab, host, "docker", "inspect", "workqueue-worker-1"))[0]
         assert f"AMQP_URL={url}?heartbeat={HEARTBEAT}" in worker["Config"]["Env"]
         assert {(m["Destination"], m["RW"]) for m in worker["Mounts"]} == {
             ("/run/secrets/amqp_password", False),
@@ -650,7 +650,7 @@ def test_tls_workers_verify_the_broker_and_plain_amqp_is_closed_to_the_network(
     assert reaches(lab, WORKER_A, 5672) and not reaches(lab, WORKER_A, 5671)
     plain = f"AMQP_URL=amqp://workqueue@{BROKER_ADDRESS}:5672/workqueue?heartbeat={HEARTBEAT}"
     for host in WORKERS:
-        worker = json.loads(on(lab, host, "docker", "inspect", "workqueue-worker-1"))[0]
+        worker = json.loads(read_on(lab, host, "docker", "inspect", "workqueue-worker-1"))[0]
         assert plain in worker["Config"]["Env"], worker["Config"]["Env"]
         assert [m["Destination"] for m in worker["Mounts"]] == ["/run/secrets/amqp_password"]
     assert on_result(lab, WORKER_A, "test", "-e", "/etc/workqueue-lab/ca.crt")[0] == 1

@@ -27,7 +27,7 @@ from tests.playbook_lab import changed
 from workqueue.machine import engine, images
 from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import TRIXIE_LAB
-from workqueue.virtual_lab.lab_runs import done_by, on, on_result, queue_row, run_id_of, unfinished, wait_until
+from workqueue.virtual_lab.lab_runs import done_by, on, on_result, queue_row, read_on, run_id_of, unfinished, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(TRIXIE_LAB.name)]
 
@@ -85,7 +85,7 @@ def worker_containers(client: docker.DockerClient) -> dict[str, str]:
     for host in WORKERS:
         code, listed = on_result(client, host, "sh", "-c", "docker ps -aq --filter label=workqueue-lab=worker")
         for container in listed.split() if code == 0 else []:
-            state = json.loads(on(client, host, "docker", "inspect", container))[0]
+            state = json.loads(read_on(client, host, "docker", "inspect", container))[0]
             found[f"{host}/{state['Name'].lstrip('/')}"] = state["State"]["StartedAt"]
     return found
 

@@ -134,6 +134,22 @@ def on(client: docker.DockerClient, host: str, *command: str) -> str:
     return output
 
 
+def read_on(client: docker.DockerClient, host: str, *command: str, tries: int = 3) -> str:
+    """What a command that reads (a file, `docker inspect`, a JSON listing) prints on a lab host.
+
+    The engine can hand back an exec's output empty though the command printed it (docker-py#2042,
+    moby#27289: seen here once in a CI run, a `tail` of a record read a second before). A reading
+    command is asked again, up to `tries` times, before its output counts as empty.
+    """
+    output = on(client, host, *command)
+    for _ in range(tries - 1):
+        if output.strip():
+            break
+        time.sleep(0.5)
+        output = on(client, host, *command)
+    return output
+
+
 def on_result(client: docker.DockerClient, host: str, *command: str) -> tuple[int, str]:
     """A command's exit code and output on a lab host, whatever the code."""
     result = client.containers.get(host).exec_run(list(command))
@@ -142,14 +158,16 @@ def on_result(client: docker.DockerClient, host: str, *command: str) -> tuple[in
 
 def last_fault(client: docker.DockerClient, producer: str) -> dict[str, Any]:
     """The record drill.yml kept of its last fault, on the producer host (what report.yml reads)."""
-    return dict(json.loads(on(client, producer, "tail", "-n", "1", FAULTS_RECORD)))
+    return dict(json.loads(read_on(client, producer, "tail", "-n", "1", FAULTS_RECORD)))
 
 
 def queue_row(
     client: docker.DockerClient, host: str, queue: str, *columns: str, vhost: str = "workqueue"
 ) -> dict[str, Any]:
     """A queue as ``rabbitmqctl list_queues`` on a broker host shows it (these columns); {} when there is none."""
-    listed = on(client, host, "rabbitmqctl", "list_queues", "-q", "-p", vhost, "--formatter", "json", "name", *columns)
+    listed = read_on(
+        client, host, "rabbitmqctl", "list_queues", "-q", "-p", vhost, "--formatter", "json", "name", *columns
+    )
     return next((row for row in json.loads(listed or "[]") if row["name"] == queue), {})
 
 

@@ -93,7 +93,7 @@ def test_a_burst_acknowledgement_never_covers_a_task_whose_own_is_still_to_go() 
             worker._task_done(worker._inbox.get())
             worker._pending = 0
         worker._on_message(channel, method, properties, body.encode())  # type: ignore[arg-type]
-    worker._send_inline_ack()  # the end of the burst
+    worker._acks.end_of_burst()  # the end of the burst
     assert acks == [(2, False)], "#2 acknowledged with multiple, over #1 whose own acknowledgement is queued"
     (ack_1,) = queued
     ack_1()  # type: ignore[operator]

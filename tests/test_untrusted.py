@@ -165,7 +165,7 @@ def test_any_delivery_is_done_or_rejected_with_a_reason_and_its_events_are_well_
             handed.append(tag)
             worker._pending = 0  # as if the work thread had done it: the next one may be done inline
         HANDLED += 1
-    worker._send_inline_ack()
+    worker._acks.end_of_burst()
     worker.out.flush()
     reader = EventReader()
     written = list(reader.read(events.getvalue().splitlines()))

@@ -30,7 +30,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -46,6 +45,7 @@ from workqueue.output import Output
 from workqueue.queues import Mode, declare
 from workqueue.tasks import TaskLabel, as_text, task_label, task_origin, work_seconds
 
+from .fast_paths import NO_WORK, REDELIVERED, BurstAcks
 from .feed import Feed
 
 PROG = "worker.py"
@@ -70,7 +70,7 @@ class WorkerConfig:
     name: str
     health_file: Path | None
 
-    @cached_property  # read for every task: an attribute, not an enum comparison each time
+    @property
     def ack(self) -> bool:
         return self.options.mode is Mode.ACK
 
@@ -90,11 +90,6 @@ class Delivery:
     encoded: str
 
 
-# Event fields that are the same for many tasks, encoded once.
-_REDELIVERED = {False: Output.encode(redelivered=False), True: Output.encode(redelivered=True)}
-_NO_WORK = Output.encode(work_seconds=0.0)
-
-
 class Stalled(Exception):
     """The worker stood still (frozen) past the broker's heartbeat timeout: its connection is not to be trusted."""
 
@@ -112,11 +107,7 @@ class Worker:
         # Tasks handed to the work thread and not yet finished: while there are
         # any, a new task must queue behind them, whatever its length.
         self._pending = 0
-        # Ack mode, on the I/O thread: delivery tags handed to the work thread whose
-        # acknowledgement is not sent yet, and the last task done inline whose
-        # acknowledgement waits for the end of the burst (see _ack_inline).
-        self._handed: set[int] = set()
-        self._inline_ack: tuple[BlockingChannel, int] | None = None
+        self._acks = BurstAcks(config.prefetch)  # ack mode
         self._pending_lock = threading.Lock()
         # The tasks of the current connection are given up when it is set: by the I/O
         # thread when the connection is lost, by the work thread when it finds it stood
@@ -191,7 +182,7 @@ class Worker:
     def _consume(self, connection: pika.BlockingConnection, first: bool) -> None:
         spec = self.config.options.queue
         channel = connection.channel()
-        self._handed, self._inline_ack = set(), None  # tags count from 1 again on a new channel
+        self._acks.new_channel()
         if self.config.ack:
             channel.basic_qos(prefetch_count=self.config.prefetch)
         channel.add_on_cancel_callback(self._on_consumer_cancelled)
@@ -200,18 +191,17 @@ class Worker:
         node = node_of(connection)
         self.out.say(" [*] Waiting for messages. To exit press CTRL+C" if first else f" [*] Reconnected to {node}")
         self.out.event("consuming", queue=spec.name, node=node)
-        self._tick(connection)
         while not self._stopping():
             if self._cancel.is_set():
                 raise Stalled("this worker stood still past the broker's heartbeat timeout")
-            # Returns after each burst of deliveries, or at the next tick.
-            connection.process_data_events(time_limit=None)
+            # Returns after each burst of deliveries, or after POLL_SECONDS with none.
+            connection.process_data_events(time_limit=POLL_SECONDS)
             if channel.is_closed:
                 # pika keeps why; it raises it only from a call on that channel.
                 raise ChannelLost(describe(channel._closing_reason or Exception("channel closed")))
             if self._consumer_cancelled:
                 self._consume_again(channel, node)
-            self._send_inline_ack()
+            self._acks.end_of_burst()
             self.out.flush_when_due()
             self._feed.publish()
             self._touch_health()
@@ -219,7 +209,7 @@ class Worker:
         self._stop_work_thread()
         # Acknowledgements of tasks finished just before the stop are still queued as callbacks.
         connection.process_data_events(time_limit=0)
-        self._send_inline_ack()
+        self._acks.end_of_burst()
         self._say_stopped()  # while connected, so that the live view hears it
         self._feed.publish(final=True)
         self._feed.close()
@@ -246,15 +236,6 @@ class Worker:
         self.out.event("consumer_cancelled", queue=name)
         self._start_consuming(channel)
         self.out.event("consuming", queue=name, node=node)
-
-    def _tick(self, connection: pika.BlockingConnection) -> None:
-        """Wake the I/O loop every POLL_SECONDS, to see the stop flag when no task comes.
-
-        One timer that renews itself, rather than ``process_data_events(time_limit=…)``,
-        which makes and cancels a timer on every turn of the loop: at prefetch 1, a turn per task.
-        """
-        if connection.is_open and not self._stopping():
-            connection.call_later(POLL_SECONDS, lambda: self._tick(connection))
 
     def _on_message(
         self,
@@ -296,14 +277,13 @@ class Worker:
         received = f" [x] Received {text!r}{' (redelivered)' if method.redelivered else ''}"
         encoded = label.encoded()
         origin = "" if label.from_a_run else Output.encode(origin=task_origin(properties, text))
-        received_fields = encoded + _REDELIVERED[method.redelivered] + origin
-        # No work to wait for and nothing ahead of it: finish it here, on the I/O thread.
-        # A hand-off to the work thread only pays where work is long. (No lock to read
-        # _pending: only this thread raises it, so a 0 read here stays 0.)
-        if seconds == 0 and self._pending == 0:  # received and done at once: two lines, two events, one write
+        received_fields = encoded + REDELIVERED[method.redelivered] + origin
+        # No work to wait for and nothing ahead of it: done at once, here on the I/O thread (fast_paths.py).
+        # (No lock to read _pending: only this thread raises it, so a 0 read here stays 0.)
+        if seconds == 0 and self._pending == 0:  # received and done: two lines, two events, one write
             if self.config.ack:
-                self._ack_inline(channel, method.delivery_tag)
-            events = self.out.event_pair("received", received_fields, "done", encoded + _NO_WORK)
+                self._acks.done_at_once(channel, method.delivery_tag)
+            events = self.out.event_pair("received", received_fields, "done", encoded + NO_WORK)
             self.out.write(f"{received}\n [x] Done {label.number}\n", events)
             return
         with self._pending_lock:
@@ -311,7 +291,7 @@ class Worker:
         self.out.write(received + "\n", self.out.event_line("received", received_fields))
         delivery = Delivery(channel, method.delivery_tag, label, seconds, self._cancel, encoded)
         if self.config.ack:
-            self._handed.add(delivery.tag)
+            self._acks.handed(delivery.tag)
         self._inbox.put(delivery)
 
     def _reject(self, channel: BlockingChannel, tag: int, label: TaskLabel, reason: str, detail: str) -> None:
@@ -407,33 +387,8 @@ class Worker:
             "done", delivery.encoded, work_seconds=round(delivery.seconds, 3), late=round(stalled, 1), refused=True
         )
 
-    def _ack_inline(self, channel: BlockingChannel, tag: int) -> None:
-        """Acknowledge a task done on the I/O thread, at the end of the burst it came in.
-
-        One ``multiple`` acknowledgement then covers the burst's tasks: a socket write
-        per burst rather than per task, which is what makes zero-dot tasks as fast as
-        the tutorial's loop. Only while no earlier task is in the work thread's hands
-        (its own acknowledgement would then name a tag already covered: a channel error).
-        """
-        if self._handed or self.config.prefetch == 1:  # prefetch 1: no burst to wait for
-            channel.basic_ack(tag)
-        else:
-            self._inline_ack = (channel, tag)
-
-    def _send_inline_ack(self) -> None:
-        if self._inline_ack is not None:
-            channel, tag = self._inline_ack
-            self._inline_ack = None
-            channel.basic_ack(tag, multiple=True)
-
     def _ack_from_work_thread(self, delivery: Delivery) -> None:
-        handed = self._handed  # this channel's: a reconnection starts another set
-
-        def ack() -> None:  # on the I/O thread
-            handed.discard(delivery.tag)
-            if delivery.channel.is_open:
-                delivery.channel.basic_ack(delivery.tag)
-
+        ack = self._acks.from_work_thread(delivery.channel, delivery.tag)  # run on the I/O thread
         with contextlib.suppress(pika.exceptions.AMQPError):  # connection gone: the broker redelivers
             delivery.channel.connection.add_callback_threadsafe(ack)
 

@@ -145,5 +145,6 @@ def task_label(properties: pika.BasicProperties, lab_user: str) -> TaskLabel:
 
 @functools.lru_cache(maxsize=64)
 def _is_run_id(text: str) -> bool:
-    """Whether a text has the producer's form of a run id. Asked for every task of a run: remembered."""
+    """Whether a text has the producer's form of a run id. Asked for every task of a run: remembered
+    (a fast path of the worker's: worker_image/fast_paths.py)."""
     return RUN_ID.match(text) is not None

@@ -100,6 +100,52 @@ def test_a_burst_acknowledgement_never_covers_a_task_whose_own_is_still_to_go() 
     assert acks == [(2, False), (1, False)]
 
 
+class _FlushedOutput(Output):
+    """An Output that keeps what it has handed to the kernel (``flush_events``) apart from what it holds."""
+
+    def __init__(self) -> None:
+        self.events = io.StringIO()
+        super().__init__({"program": "worker"}, io.StringIO(), self.events)
+        self.flushed = ""
+
+    def flush_events(self) -> None:
+        super().flush_events()
+        self.flushed = self.events.getvalue()
+
+
+@pytest.mark.parametrize(("prefetch", "body"), [("50", "zero"), ("1", "zero"), ("50", "long.")])
+def test_a_task_is_said_done_in_the_log_before_its_acknowledgement_leaves(prefetch: str, body: str) -> None:
+    """Killed between the two, a worker would leave a task the broker counts done and no log says
+    was (make soak's ledger found two so): its done event is flushed first, on each path
+    (a burst's, one at a time, the work thread's). Pure logic, a fake channel."""
+    said_done_at_ack: list[bool] = []
+    queued: list[object] = []
+    out = _FlushedOutput()
+
+    class FakeChannel:
+        is_open = True
+        connection = SimpleNamespace(add_callback_threadsafe=queued.append)
+
+        def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+            done = [e["seq"] for e in read_events(out.flushed.splitlines()) if e["event"] == "done"]
+            said_done_at_ack.append(delivery_tag in done)
+
+    config = worker_module.parse_args(["--mode", "ack", "--prefetch", prefetch, "--seconds-per-dot", "1"])
+    worker = worker_module.Worker(config, out)
+    channel = FakeChannel()
+    for tag in (1, 2, 3):
+        method = pika.spec.Basic.Deliver(delivery_tag=tag, redelivered=False, routing_key="task_queue")
+        properties = task_properties(new_run_id(), tag, 3, persistent=True, user="guest")
+        worker._on_message(channel, method, properties, body.encode())  # type: ignore[arg-type]
+        if body != "zero":  # the work thread's part, here: the task done, its acknowledgement queued
+            worker._task_done(worker._inbox.get())
+            worker._pending = 0
+    worker._acks.end_of_burst()
+    for ack in queued:
+        ack()  # type: ignore[operator]
+    assert said_done_at_ack and all(said_done_at_ack), said_done_at_ack
+
+
 def test_a_live_view_that_comes_late_hears_what_the_workers_did_before(lab: Lab) -> None:
     """With no live view listening, a worker keeps its events instead of sending them to nobody;
     the first view to listen gets them."""

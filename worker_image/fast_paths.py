@@ -49,11 +49,15 @@ class BurstAcks:
     A task done at once waits to be acknowledged until the end of the burst it came in, and one
     ``multiple`` acknowledgement then covers the burst. Never while a task handed to the work
     thread is still to be acknowledged: its own acknowledgement would then name a tag already
-    covered, a channel error (``tests/test_fast_paths.py`` mixes both kinds of task).
+    covered, a channel error (``tests/test_fast_paths.py`` mixes both kinds of task). Each
+    acknowledgement leaves after ``record`` has handed the events written so far to the kernel: a
+    worker killed a moment later has still said it did the tasks the broker counts done.
     """
 
-    def __init__(self, prefetch: int) -> None:
+    def __init__(self, prefetch: int, record: Callable[[], None]) -> None:
         self._one_at_a_time = prefetch == 1  # no burst to wait for
+        # Called before each acknowledgement leaves: the log holds what the broker is told is done.
+        self._record = record
         self._handed: set[int] = set()
         self._waiting: tuple[BlockingChannel, int] | None = None
 
@@ -66,7 +70,9 @@ class BurstAcks:
         self._handed.add(tag)
 
     def done_at_once(self, channel: BlockingChannel, tag: int) -> None:
+        """A task done here, its events written: acknowledged now, or with its burst."""
         if self._handed or self._one_at_a_time:
+            self._record()
             channel.basic_ack(tag)
         else:
             self._waiting = (channel, tag)
@@ -75,6 +81,7 @@ class BurstAcks:
         if self._waiting is not None:
             channel, tag = self._waiting
             self._waiting = None
+            self._record()
             channel.basic_ack(tag, multiple=True)
 
     def from_work_thread(self, channel: BlockingChannel, tag: int) -> Callable[[], None]:

@@ -107,7 +107,7 @@ class Worker:
         # Tasks handed to the work thread and not yet finished: while there are
         # any, a new task must queue behind them, whatever its length.
         self._pending = 0
-        self._acks = BurstAcks(config.prefetch)  # ack mode
+        self._acks = BurstAcks(config.prefetch, record=out.flush_events)  # ack mode
         self._pending_lock = threading.Lock()
         # The tasks of the current connection are given up when it is set: by the I/O
         # thread when the connection is lost, by the work thread when it finds it stood
@@ -281,10 +281,10 @@ class Worker:
         # No work to wait for and nothing ahead of it: done at once, here on the I/O thread (fast_paths.py).
         # (No lock to read _pending: only this thread raises it, so a 0 read here stays 0.)
         if seconds == 0 and self._pending == 0:  # received and done: two lines, two events, one write
-            if self.config.ack:
-                self._acks.done_at_once(channel, method.delivery_tag)
             events = self.out.event_pair("received", received_fields, "done", encoded + NO_WORK)
             self.out.write(f"{received}\n [x] Done {label.number}\n", events)
+            if self.config.ack:
+                self._acks.done_at_once(channel, method.delivery_tag)
             return
         with self._pending_lock:
             self._pending += 1
@@ -297,13 +297,12 @@ class Worker:
     def _reject(self, channel: BlockingChannel, tag: int, label: TaskLabel, reason: str, detail: str) -> None:
         """Refuse a task: ``reason`` for the events (empty, not UTF-8, too long, unreadable), ``detail`` for people."""
         spec = self.config.options.queue
-        if self.config.ack:
-            channel.basic_reject(tag, requeue=False)
-            where = f"dead-lettered to '{spec.dead_letter_queue}' by the broker's policy"
-        else:
-            where = "dropped"
+        where = f"dead-lettered to '{spec.dead_letter_queue}' by the broker's policy" if self.config.ack else "dropped"
         self.out.say(f" [!] Rejected task {label.number}: {detail}; {where}")
         self.out.event("rejected", label.encoded(), reason=reason)
+        if self.config.ack:
+            self.out.flush_events()  # said before the broker hears, as for a task done
+            channel.basic_reject(tag, requeue=False)
 
     def _connection_lost(self, reason: str) -> None:
         self.out.warn(f" [!] connection lost ({reason}); reconnecting")
@@ -352,16 +351,17 @@ class Worker:
                 self._pending -= 1
 
     def _task_done(self, delivery: Delivery, late: float | None = None) -> None:
-        # Acknowledge first: the broker's next delivery then overlaps with our
-        # output (which is buffered, so writing it first would guarantee nothing).
-        if self.config.ack:
-            self._ack_from_work_thread(delivery)
         if late is None:
             self.out.say(f" [x] Done {delivery.label.number}")
             self.out.event("done", delivery.encoded, work_seconds=round(delivery.seconds, 3))
         else:
             self.out.say(f" [x] Done {delivery.label.number}, late: stalled {late:.0f} s")
             self.out.event("done", delivery.encoded, work_seconds=round(delivery.seconds, 3), late=round(late, 1))
+        if self.config.ack:
+            # The event reaches the log before the broker hears: killed a moment later, this worker
+            # has still said it did the task the broker will not hand out again (make soak's ledger).
+            self.out.flush_events()
+            self._ack_from_work_thread(delivery)
 
     def _broker_gives_up_after(self) -> float:
         """Seconds of silence after which the broker has closed our connection: two missed heartbeats."""

@@ -143,6 +143,14 @@ class Output:
         with self._lock:
             self._flush()
 
+    def flush_events(self) -> None:
+        """Hand the events written so far to the kernel now: they outlive the process, even killed.
+
+        A worker calls it before each acknowledgement, so that a task the broker counts done is
+        one its log says done (people's lines follow at the next flush)."""
+        with self._lock:
+            self._events.flush()
+
     def flush_when_due(self) -> None:
         """Flush if FLUSH_INTERVAL has passed since the last flush (a loop's idle moments)."""
         with self._lock:

@@ -6,12 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv role-docs demo drills demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls bench-releases bench-scale bench-arch bench-lossy lab-up lab-down lab-status clean
+.PHONY: help venv role-docs demo drills soak demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls bench-releases bench-scale bench-arch bench-lossy lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
 	@echo "make drills  every fault of drill.yml (a worker's, a lossy link, the broker's) in both modes; one table"
 	@echo "             BROKERS=3: on a cluster, with its nodes' faults (killed, stopped, partitioned away)"
+	@echo "make soak [MINUTES=30] [SEED=n] [BROKERS=1|3]  a long run under random faults, then a ledger of every task"
 	@echo "make demo-processes  the tutorial as local processes, no Docker needed"
 	@echo "make watch [INVENTORY=...]  the live view: the queue and each worker's task, while a run goes on"
 	@echo "make watch-web [INVENTORY=...] [LISTEN=host:port]  the live view in a browser, the timeline drawing itself"
@@ -61,6 +62,11 @@ demo: venv
 drills: venv
 	$(PY) -m workqueue.demo.drills --brokers '$(BROKERS)'
 
+# A long ack-mode run while faults drawn from SEED strike one after another (MINUTES=30; BROKERS=3: a
+# cluster's faults too), then a ledger of every task; the table in reports/soak-SEED.md.
+soak: venv
+	$(PY) -m workqueue.demo.soak --minutes '$(MINUTES)' --seed '$(SEED)' --brokers '$(BROKERS)'
+
 demo-processes: broker
 	$(PY) -m workqueue.demo.local
 
@@ -98,6 +104,8 @@ test-quick: lint
 
 HOSTS ?= 5
 BROKERS ?= 1
+MINUTES ?= 30
+SEED ?=
 RELEASE ?= bookworm
 
 lab-up: venv

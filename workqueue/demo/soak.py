@@ -1,6 +1,6 @@
 """`make soak`: a long ack-mode run while faults strike at random, then a ledger of every task.
 
-    python -m workqueue.demo.soak [--minutes M] [--seed N] [--brokers 1|3] [--rate R]
+    python -m workqueue.demo.soak [--minutes M] [--seed N] [--brokers 1|3] [--rate R]   (the tests add --lab demolab)
 
 On the virtual lab: site.yml, then a run of short tasks published at a steady rate for
 ``--minutes``; meanwhile the faults drawn from the seed (``workqueue/soak/schedule.py``) strike one
@@ -29,7 +29,7 @@ from workqueue.machine.packages import SetupError
 from workqueue.soak.ledger import Ledger, LedgerError, WorkerWitness, balance, read_producer
 from workqueue.soak.schedule import Strike, draw, heals_by_itself
 from workqueue.virtual_lab import hosts, lab_runs
-from workqueue.virtual_lab.hosts import DEFAULT_LAB, ROOT
+from workqueue.virtual_lab.hosts import DEFAULT_LAB, DEMO_TEST_LAB, ROOT, Lab
 from workqueue.virtual_lab.lab_runs import on, on_result, read_on, run_id_of, wait_until
 
 CLUSTER_HOSTS = 6  # three brokers, two worker hosts, the producer
@@ -43,11 +43,13 @@ RATE = 2.0
 CLUSTER_SETTINGS = ("-e", "rabbitmq_net_ticktime=15")
 SETTLE_SECONDS = 600.0
 RUNS_DIR = "/var/lib/workqueue-lab/runs"  # producer_runs_dir
+LABS = {lab.name: lab for lab in (DEFAULT_LAB, DEMO_TEST_LAB)}  # the user's, and the tests' own
 
 
 @dataclass
 class Soak:
     client: docker.DockerClient
+    lab: Lab
     brokers: list[str]
     workers: list[str]
     producer: str
@@ -58,7 +60,7 @@ class Soak:
     def playbook(self, name: str, *args: str, log: Path | None = None) -> str:
         """A playbook's output; its whole output also in the soak's log (or ``log``: the producer's, run beside)."""
         log = log or self.log
-        done = lab_runs.playbook(DEFAULT_LAB, name, *self.settings, *args, log=log)
+        done = lab_runs.playbook(self.lab, name, *self.settings, *args, log=log)
         if done.returncode != 0:
             raise SetupError(f"{name} {' '.join(args)} failed (the whole output: {log}):\n{done.stdout[-1500:]}")
         return done.stdout
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", default="", help="the faults' seed, to replay a soak (default: a new one)")
     parser.add_argument("--brokers", default="1", help="1 (default), or 3: a cluster, and its faults")
     parser.add_argument("--rate", default=str(RATE), help=f"tasks a second (default {RATE:g})")
+    parser.add_argument("--lab", choices=sorted(LABS), default=DEFAULT_LAB.name, help="which virtual lab (default lab)")
     args = parser.parse_args(argv)
     try:
         minutes, rate = float(args.minutes), float(args.rate)
@@ -165,18 +168,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.brokers not in ("1", "3"):
         parser.error(f"--brokers (BROKERS=): 1 or 3, not {args.brokers}")
     brokers = int(args.brokers)
-    log = ROOT / "reports" / f"soak-{seed}.log"
+    lab = LABS[args.lab]
+    # The user's soak in reports/, a test's in build/.
+    reports = ROOT / "reports" if lab == DEFAULT_LAB else ROOT / "build" / f"{lab.name}-soak"
+    reports.mkdir(parents=True, exist_ok=True)
+    log = reports / f"soak-{seed}.log"
     print(f"soak: seed {seed}, {minutes:g} minutes, {brokers} broker(s); the playbooks' output in {log}", flush=True)
     try:
         client = engine.ensure_engine()
         images.program_images(client)
-        lab = hosts.up(client, CLUSTER_HOSTS if brokers > 1 else hosts.DEFAULT_HOSTS, DEFAULT_LAB, brokers=brokers)
-        workers = [h.name for h in lab if "workers" in h.groups]
+        up = hosts.up(client, CLUSTER_HOSTS if brokers > 1 else hosts.DEFAULT_HOSTS, lab, brokers=brokers)
+        workers = [h.name for h in up if "workers" in h.groups]
         soak = Soak(
             client,
-            [h.name for h in lab if "broker" in h.groups],
+            lab,
+            [h.name for h in up if "broker" in h.groups],
             workers,
-            next(h.name for h in lab if "producer" in h.groups),
+            next(h.name for h in up if "producer" in h.groups),
             ["-e", f"seconds_per_dot={SECONDS_PER_DOT}", *(CLUSTER_SETTINGS if brokers > 1 else ())],
             log,
         )
@@ -188,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: error: {exc}", file=sys.stderr)
         return 1
     text = table(ledger, soak.struck, seed, minutes, brokers)
-    out = ROOT / "reports" / f"soak-{seed}.md"
+    out = reports / f"soak-{seed}.md"
     out.write_text(text)
     print(f"\n{text}\n(settled {settled:.0f} s after the run; written to {out.relative_to(ROOT)})")
     if not ledger.kept_the_promise:

@@ -63,7 +63,7 @@ drills: venv
 	$(PY) -m workqueue.demo.drills --brokers '$(BROKERS)'
 
 # A long ack-mode run while faults drawn from SEED strike one after another (MINUTES=30; BROKERS=3: a
-# cluster's faults too), then a ledger of every task; the table in reports/soak-SEED.md.
+# cluster's faults too), then a ledger of every task; the table in reports/soak-SEED[-cluster].md.
 soak: venv
 	$(PY) -m workqueue.demo.soak --minutes '$(MINUTES)' --seed '$(SEED)' --brokers '$(BROKERS)'
 

@@ -8,7 +8,7 @@ after another through playbooks/drill.yml, each healed before the next (a stop o
 site.yml, as in the lesson; a lasting fault by itself). Once the run is over and the broker's queue
 is empty, the ledger (``workqueue/soak/ledger.py``, which shares no code with the report) balances
 what the producer had confirmed against what the workers said done. Prints the table and writes it
-to reports/soak-SEED.md; exits 1 when a confirmed task was lost.
+to reports/soak-SEED.md (soak-SEED-cluster.md with three brokers); exits 1 when a confirmed task was lost.
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     # The user's soak in reports/, a test's in build/.
     reports = ROOT / "reports" if lab == DEFAULT_LAB else ROOT / "build" / f"{lab.name}-soak"
     reports.mkdir(parents=True, exist_ok=True)
-    log = reports / f"soak-{seed}.log"
+    name = f"soak-{seed}" + ("-cluster" if brokers > 1 else "")  # a seed replayed on either lab
+    log = reports / f"{name}.log"
     print(f"soak: seed {seed}, {minutes:g} minutes, {brokers} broker(s); the playbooks' output in {log}", flush=True)
     try:
         client = engine.ensure_engine()
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: error: {exc}", file=sys.stderr)
         return 1
     text = table(ledger, soak.struck, seed, minutes, brokers)
-    out = reports / f"soak-{seed}.md"
+    out = reports / f"{name}.md"
     out.write_text(text)
     print(f"\n{text}\n(settled {settled:.0f} s after the run; written to {out.relative_to(ROOT)})")
     if not ledger.kept_the_promise:

@@ -161,6 +161,24 @@ def test_bad_host_counts_fail_before_anything_is_made(
     assert len(client.containers.list(all=True)) == before
 
 
+def test_a_host_that_changes_role_is_a_fresh_machine_and_the_others_are_kept(
+    client: docker.DockerClient, lab: list[Host]
+) -> None:
+    """Reshaped to three brokers (five hosts), the worker host becomes a broker host: made anew, without the Docker
+    data it had (its workers kept consuming the run's tasks, unseen, in a soak); the broker host stays."""
+    ids = {c.name: c.id for c in client.containers.list(filters={"label": f"{LAB_LABEL}={HOST_LAB.name}"})}
+    worker_host = next(h for h in lab if "workers" in h.groups)
+    ssh(worker_host, "sudo touch /var/lib/docker/left-by-the-workers")
+    try:
+        reshaped = {h.name: h for h in hosts.up(client, 5, HOST_LAB, brokers=3)}
+        assert "broker" in reshaped[worker_host.name].groups
+        assert client.containers.get(worker_host.name).id != ids[worker_host.name]
+        assert ssh(worker_host, "ls /var/lib/docker/left-by-the-workers").returncode != 0
+        assert client.containers.get(lab[0].name).id == ids[lab[0].name], "the broker host kept"
+    finally:
+        hosts.up(client, 3, HOST_LAB)
+
+
 def test_down_leaves_nothing_of_the_lab(client: docker.DockerClient, lab: list[Host]) -> None:
     hosts.down(client, HOST_LAB)
     selector = {"label": f"{LAB_LABEL}={HOST_LAB.name}"}

@@ -28,6 +28,7 @@ ROOT = images.ROOT
 DOCKERFILES = Path(__file__).resolve().parent / "dockerfiles"
 LAB_HOST_IMAGE = "workqueue-lab/lab-host"
 LAB_LABEL = "workqueue-lab.virtual-lab"  # its value: the lab's name
+GROUPS_LABEL = "workqueue-lab.groups"  # a host's inventory groups: its role
 FIRST_ADDRESS = 11
 MIN_HOSTS = 2
 MAX_HOSTS = 24  # a classroom: 20 worker hosts, a broker (or three), a producer
@@ -266,10 +267,14 @@ def _ensure_host(client: docker.DockerClient, lab: Lab, host: Host, image: str) 
                 container.start()
             return
         container.remove(force=True, v=False)  # a host of an older recipe or shape: made anew
-    volume = f"workqueue-{host.name}-docker"
+        if container.labels.get(GROUPS_LABEL) != ",".join(host.groups):
+            # A host of another role is another machine: a broker host must not run the workers it ran before.
+            for old in client.volumes.list(filters={"name": _docker_volume(host)}):
+                old.remove(force=True)
+    volume = _docker_volume(host)
     if not any(v.name == volume for v in client.volumes.list(filters={"name": volume})):
         client.volumes.create(volume, labels=_labels(lab, "docker-data"))
-    labels = _labels(lab, "host") | {"workqueue-lab.groups": ",".join(host.groups), "workqueue-lab.image": image}
+    labels = _labels(lab, "host") | {GROUPS_LABEL: ",".join(host.groups), "workqueue-lab.image": image}
     endpoint = client.api.create_endpoint_config(ipv4_address=host.address)
     created = client.api.create_container(
         image,
@@ -304,10 +309,19 @@ def _host_config(client: docker.DockerClient, lab: Lab, volume: str) -> dict[str
     return host_config
 
 
+def _docker_volume(host: Host) -> str:
+    """The volume that keeps a host's Docker data (its images) when the host is made anew."""
+    return f"workqueue-{host.name}-docker"
+
+
 def _matches(container: Container, lab: Lab, host: Host, image: str) -> bool:
     networks = container.attrs["NetworkSettings"]["Networks"]
     address = networks.get(lab.network, {}).get("IPAMConfig") or {}
-    return container.labels.get("workqueue-lab.image") == image and address.get("IPv4Address") == host.address
+    return (
+        container.labels.get("workqueue-lab.image") == image
+        and address.get("IPv4Address") == host.address
+        and container.labels.get(GROUPS_LABEL) == ",".join(host.groups)
+    )
 
 
 def ssh_command(lab: Lab, address: str, *command: str) -> list[str]:
@@ -407,7 +421,7 @@ def status(client: docker.DockerClient, lab: Lab = DEFAULT_LAB) -> list[HostStat
         found.append(
             HostStatus(
                 name=container.name,
-                groups=container.labels.get("workqueue-lab.groups", ""),
+                groups=container.labels.get(GROUPS_LABEL, ""),
                 address=address,
                 state=container.status,
                 ssh=running and bool(address) and ssh_answers(lab, address),

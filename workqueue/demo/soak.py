@@ -74,15 +74,32 @@ class Soak:
         if not heals_by_itself(strike.fault):
             self.playbook("site.yml")  # the worker back, as the lesson undoes a stop
 
+    def serving(self) -> str | None:
+        """A broker node that runs, to ask; None if none does."""
+        running = ("rabbitmq-diagnostics", "-q", "is_running")
+        return next((b for b in self.brokers if on_result(self.client, b, *running)[0] == 0), None)
+
     def held(self) -> int | None:
         """What the broker's queues still hold of the lab's tasks, as a node that serves says; None if none answers."""
-        for broker in self.brokers:
-            code, _ = on_result(self.client, broker, "rabbitmq-diagnostics", "-q", "is_running")
-            if code != 0:
-                continue
-            queues = ("task_queue", "task_queue.rejected")
-            return sum(int(lab_runs.queue_row(self.client, broker, q, "messages").get("messages", 0)) for q in queues)
-        return None
+        if (broker := self.serving()) is None:
+            return None
+        queues = ("task_queue", "task_queue.rejected")
+        return sum(int(lab_runs.queue_row(self.client, broker, q, "messages").get("messages", 0)) for q in queues)
+
+    def consumers(self) -> int:
+        if (broker := self.serving()) is None:
+            return 0
+        return int(lab_runs.queue_row(self.client, broker, "task_queue", "consumers").get("consumers", 0))
+
+    def only_its_workers_consume(self) -> None:
+        """The ledger reads the lab's workers' logs: another consumer of task_queue would do tasks no witness saw."""
+        wait_until(lambda: self.consumers() >= len(self.workers), 120, "the workers consuming")
+        time.sleep(5)  # one that connects late
+        if (found := self.consumers()) != len(self.workers):
+            raise SetupError(
+                f"task_queue has {found} consumers and the lab's worker hosts run {len(self.workers)}: another"
+                " program takes tasks the ledger cannot see (a worker left on a host of another role?)"
+            )
 
     def ledger(self, run_id: str) -> Ledger:
         record = read_on(self.client, self.producer, "cat", f"{RUNS_DIR}/{run_id}.producer.jsonl")
@@ -190,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             log,
         )
         soak.playbook("site.yml")
+        soak.only_its_workers_consume()
         strikes = draw(seed, minutes, workers, brokers)
         print(f"  {len(strikes)} faults drawn; the run publishes {round(minutes * 60 * rate)} tasks", flush=True)
         ledger, settled = run(soak, strikes, minutes, rate)

@@ -82,9 +82,9 @@ def playbook_times() -> Iterator[None]:
                 log.write(json.dumps(record) + "\n")
 
     PLAYBOOK_TIMES.parent.mkdir(parents=True, exist_ok=True)
-    lab_runs.playbook = timed  # type: ignore[assignment]
+    lab_runs.playbook = timed
     yield
-    lab_runs.playbook = run  # type: ignore[assignment]
+    lab_runs.playbook = run
 
 
 # How long a program may take to end after Ctrl+C before a test kills it (it ends within a second or two).
@@ -187,7 +187,8 @@ def lab(clean_broker: str, tmp_path: Path) -> Iterator[LocalLab]:
 def consumer_count(queue: str) -> int:
     connection = pika.BlockingConnection(pika.URLParameters(URL))
     try:
-        return connection.channel().queue_declare(queue, passive=True).method.consumer_count
+        count: int = connection.channel().queue_declare(queue, passive=True).method.consumer_count
+        return count
     except pika.exceptions.ChannelClosedByBroker:
         return 0
     finally:

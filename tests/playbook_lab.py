@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -52,7 +53,7 @@ SELF_HEALING = ("freeze", "cut", "lossy", "broker-restart", "broker-down", "brok
 TORN_DOWN = ("teardown.yml",)
 
 
-def worker_events(client: docker.DockerClient, host: str, run_id: str) -> list[dict]:
+def worker_events(client: docker.DockerClient, host: str, run_id: str) -> list[dict[str, Any]]:
     return lab_runs.worker_events(client, host, run_id)
 
 
@@ -163,7 +164,7 @@ class PlaybookLab:
 
     def report(
         self, folder: Path, *args: str, inventory: Path | None = None
-    ) -> tuple[subprocess.CompletedProcess[str], dict]:
+    ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
         """Run playbooks/report.yml into a folder of the test's; its JSON report, when it wrote one."""
         done = self.playbook("report.yml", "-e", f"report_dir={folder}", *args, inventory=inventory)
         written = sorted(folder.glob("*/report.json"))

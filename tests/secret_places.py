@@ -39,7 +39,7 @@ class CommandLines:
             on(self.client, host, "rm", "-f", "/tmp/sampling")
         for host in self.hosts:
             # Its count is written whole (a rename), last: a number there means the sampler is done.
-            wait_until(lambda h=host: self._count(h).isdigit(), 10, f"sampler's count on {host}")
+            wait_until(lambda h=host: self._count(h).isdigit(), 10, f"sampler's count on {host}")  # type: ignore[misc]  # a bound default: mypy infers no lambda's
             self.seen[host] = on(self.client, host, "cat", "/tmp/ps-samples")
             assert int(self._count(host)) >= 20, f"the sampler ran on {host}"
 

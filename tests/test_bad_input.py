@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pika
 import pytest
 
@@ -99,7 +101,7 @@ def test_broker_errors_name_user_host_vhost_never_the_password(lab: Lab, program
     assert SECRET not in run.errors() + "\n".join(run.lines())
 
 
-def test_password_file_is_used_and_never_shown(lab: Lab, tmp_path) -> None:
+def test_password_file_is_used_and_never_shown(lab: Lab, tmp_path: Path) -> None:
     secret = tmp_path / "password"
     secret.write_text(SECRET + "\n")
     producer = lab.produce(

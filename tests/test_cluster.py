@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import docker
 import pika
@@ -94,7 +95,7 @@ def members(client: docker.DockerClient, host: str) -> set[str]:
     return set(status["running_nodes"])
 
 
-def task_queue(client: docker.DockerClient, host: str = BROKERS[0]) -> dict:
+def task_queue(client: docker.DockerClient, host: str = BROKERS[0]) -> dict[str, Any]:
     """task_queue as a node lists it; {} when it cannot say now (while another node starts again,
     rabbitmqctl can wait 60 s for it and give up, exit 70)."""
     columns = ("name", "messages_ready", "messages_unacknowledged", "consumers", "leader", "members")
@@ -121,7 +122,8 @@ def settled(client: docker.DockerClient, host: str = BROKERS[0]) -> None:
 def consuming_node(client: docker.DockerClient, host: str) -> str:
     """The broker node a worker host's worker consumes from now."""
     events = lab_runs.container_events(client, host)
-    return [e["node"] for e in events if e["event"] == "consuming"][-1]
+    node: str = [e["node"] for e in events if e["event"] == "consuming"][-1]
+    return node
 
 
 def watched_leader(*broker: str) -> str:
@@ -276,7 +278,7 @@ def test_a_node_stopped_for_a_while_comes_back_into_the_cluster(cluster: docker.
     age = int(on(cluster, host, "ps", "-o", "etimes=", "-C", "beam.smp").split()[0])
     assert took >= 5 and age < took
     for node in BROKERS:
-        wait_until(lambda n=node: members(cluster, n) == NODES, 60, f"{node} seeing the three nodes")
+        wait_until(lambda n=node: members(cluster, n) == NODES, 60, f"{node} seeing the three nodes")  # type: ignore[misc]  # a bound default: mypy infers no lambda's
 
 
 def test_teardown_undoes_the_cluster_and_site_forms_it_again_over_tls_with_no_secret_shown(
@@ -317,7 +319,11 @@ def test_teardown_undoes_the_cluster_and_site_forms_it_again_over_tls_with_no_se
     ca_file = str(CLUSTER_LAB.credentials / "tls" / "ca.crt")
     addresses = [f"{CLUSTER_LAB.subnet_prefix}.{11 + i}" for i in range(3)]
     for address in addresses:
-        connect(broker_from_url(f"amqps://workqueue@{address}:5671/workqueue", str(password_file), ca_file), 10).close()
+        connection = connect(
+            broker_from_url(f"amqps://workqueue@{address}:5671/workqueue", str(password_file), ca_file), 10
+        )
+        assert connection is not None
+        connection.close()
     wait_until(lambda: consumers(cluster) == 2, 60, "two consumers over TLS")
     nodes = {host: consuming_node(cluster, host) for host in WORKERS}
     assert len(set(nodes.values())) == 2 and all(node.endswith(":5671") for node in nodes.values()), nodes

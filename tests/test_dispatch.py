@@ -25,7 +25,7 @@ def test_round_robin_noack_each_of_three_workers_does_three_of_nine(lab: Lab) ->
     assert producer.process.returncode == 0, producer.errors()
 
     for worker in workers:
-        worker.wait_for(lambda w=worker: len(w.events("done")) >= 3, 20, "three tasks done")
+        worker.wait_for(lambda w=worker: len(w.events("done")) >= 3, 20, "three tasks done")  # type: ignore[misc]  # a bound default: mypy infers no lambda's
     done = done_seqs(workers)
     assert sorted(done) == list(range(1, 10))
     assert all(len(by) == 1 for by in done.values()), done
@@ -69,7 +69,7 @@ def test_fair_dispatch_prefetch_one_never_piles_tasks_on_a_busy_worker(lab: Lab)
     assert long_tasks_by == {w.name for w in workers}, "long tasks were not shared"
 
 
-def held_at_most(worker) -> int:
+def held_at_most(worker: Program) -> int:
     """The most tasks a worker held at once (received, not yet done), from its events."""
     held = most = 0
     for event in worker.events():

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -82,7 +83,7 @@ def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
     # worker finished its first attempt too, and the broker refused that ack: the task's work was done twice.
     wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 120, "every task done")
 
-    def events(kind: str) -> list[dict]:
+    def events(kind: str) -> list[dict[str, Any]]:
         return [e for host in WORKERS for e in worker_events(lab, host, run_id) if e["event"] == kind]
 
     redelivered = [e["seq"] for e in events("received") if e["redelivered"]]
@@ -120,7 +121,7 @@ def test_drill_students_mid_run_is_refused_or_handled_and_every_worker_keeps_run
     wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 5)), 90, "every task of the run done")
     struck = float(lab_runs.last_fault(lab, PRODUCER)["start"])
 
-    def the_class_tasks(kind: str) -> list[dict]:
+    def the_class_tasks(kind: str) -> list[dict[str, Any]]:
         """What the workers did of the tasks the class sent: each counted apart from any run (run_id null)."""
         return [
             e
@@ -218,7 +219,7 @@ def produce_during_broker_down(
         return producing.result(timeout=300)
 
 
-def disk_status(client: docker.DockerClient) -> dict:
+def disk_status(client: docker.DockerClient) -> dict[str, Any]:
     return dict(json.loads(read_on(client, BROKER, "rabbitmqctl", "-q", "status", "--formatter", "json")))
 
 
@@ -371,7 +372,7 @@ def test_drill_cut_in_noack_mode_loses_only_what_no_worker_finished(lab: docker.
     assert connection_lost_since(lab, WORKER_B), "the cut dropped the worker's connection"
     for host in WORKERS:
         received = {e["seq"] for e in worker_events(lab, host, run_id) if e["event"] == "received"}
-        wait_until(lambda r=received: r <= set(done_seqs(lab, run_id)), 90, f"{host} done with what it received")
+        wait_until(lambda r=received: r <= set(done_seqs(lab, run_id)), 90, f"{host} done with what it received")  # type: ignore[misc]  # a bound default: mypy infers no lambda's
     # Cut off, the worker kept what it had been pushed and finished it: the task caught too.
     assert WORKER_B in done_seqs(lab, run_id)[held]
     never_finished = set(range(1, 5)) - set(done_seqs(lab, run_id))
@@ -386,7 +387,7 @@ def test_drill_broker_restart_in_noack_mode_loses_what_no_worker_finished(
     run_id, _ = drill_mid_run(lab, "broker-restart", *NOACK, tasks=6)
     for host in WORKERS:  # a noack worker keeps what it was pushed and finishes it, connection or not
         received = {e["seq"] for e in worker_events(lab, host, run_id) if e["event"] == "received"}
-        wait_until(lambda r=received: r <= set(done_seqs(lab, run_id)), 90, f"{host} done with what it received")
+        wait_until(lambda r=received: r <= set(done_seqs(lab, run_id)), 90, f"{host} done with what it received")  # type: ignore[misc]  # a bound default: mypy infers no lambda's
     assert all(connection_lost_since(lab, h) for h in WORKERS), "the restart dropped every worker's connection"
     never_finished = set(range(1, 7)) - set(done_seqs(lab, run_id))
     _, data = report(tmp_path, "-e", f"run_id={run_id}")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pika
 import pytest
@@ -42,7 +43,7 @@ def test_noack_stopped_worker_loses_only_tasks_dispatched_to_it(lab: Lab) -> Non
     assert time.monotonic() - started < 2, "SIGTERM must stop the worker well inside docker stop's 10 s"
 
     for worker in others:
-        worker.wait_for(lambda w=worker: len(w.events("done")) == len(w.events("received")), 30, "own tasks done")
+        worker.wait_for(lambda w=worker: len(w.events("done")) == len(w.events("received")), 30, "own tasks done")  # type: ignore[misc]  # a bound default: mypy infers no lambda's
     done = done_seqs(workers)
     lost = set(range(1, 10)) - set(done)
     dispatched_to_stopped = set(received_seqs(stopped))
@@ -116,7 +117,9 @@ def test_noack_killed_worker_loses_what_it_held(lab: Lab) -> None:
     # also holds before a busy worker has said it received anything (CI saw 0 == 0 once).
     for worker in others:
         worker.wait_for(
-            lambda w=worker: 0 < len(w.events("done")) == len(w.events("received")), 30, "own tasks received and done"
+            lambda w=worker: 0 < len(w.events("done")) == len(w.events("received")),  # type: ignore[misc]
+            30,
+            "own tasks received and done",
         )
     lost = set(range(1, 10)) - set(done_seqs(workers))
     assert lost and lost <= set(received_seqs(killed)), "only what the killed worker held is lost"
@@ -182,7 +185,7 @@ def test_the_live_views_feed_gives_up_on_a_handshake_that_times_out_and_tries_ag
         assert time.monotonic() - started < feed.CONNECT_SECONDS + 2
 
 
-def test_health_check_follows_the_consuming_loop(lab: Lab, tmp_path) -> None:
+def test_health_check_follows_the_consuming_loop(lab: Lab, tmp_path: Path) -> None:
     health = tmp_path / "consuming"
     worker = lab.worker("--mode", "ack", env={"HEALTH_FILE": str(health)})
     worker.wait_for_event("consuming")
@@ -247,7 +250,7 @@ def test_producer_exits_1_naming_the_tasks_the_broker_did_not_confirm(lab: Lab) 
     assert_counts("task_queue", (6 - len(unconfirmed), 0))  # every confirmed task is kept
 
 
-def test_producer_waits_for_a_restarted_broker_and_sends_again_what_was_not_confirmed(lab: Lab, tmp_path) -> None:
+def test_producer_waits_for_a_restarted_broker_and_sends_again_what_was_not_confirmed(lab: Lab, tmp_path: Path) -> None:
     producer = Program(PRODUCER, ["10", "task", "--rate", "4"], tmp_path, "producer-slow", {"AMQP_URL": URL})
     producer.wait_for(lambda: " [x] Sent 'task #2'" in producer.lines(), 30, "the run under way")
     local_broker.restart_broker(NODE)
@@ -268,7 +271,7 @@ def test_producer_waits_for_a_restarted_broker_and_sends_again_what_was_not_conf
 
 
 def test_under_the_brokers_disk_alarm_the_producer_waits_saying_since_when_and_the_worker_goes_on(
-    lab: Lab, tmp_path
+    lab: Lab, tmp_path: Path
 ) -> None:
     first = lab.produce("6", "--url", URL)  # waiting in the queue when the alarm comes
     status = json.loads(local_broker.ctl(NODE, "status", "--formatter", "json").stdout)

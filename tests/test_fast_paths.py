@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import pika
 import pika.spec
@@ -92,7 +93,7 @@ def test_a_burst_acknowledgement_never_covers_a_task_whose_own_is_still_to_go() 
         if tag == 2:  # the work thread did #1: its acknowledgement is queued for the I/O thread
             worker._task_done(worker._inbox.get())
             worker._pending = 0
-        worker._on_message(channel, method, properties, body.encode())  # type: ignore[arg-type]
+        worker._on_message(channel, method, properties, body.encode())
     worker._acks.end_of_burst()  # the end of the burst
     assert acks == [(2, False)], "#2 acknowledged with multiple, over #1 whose own acknowledgement is queued"
     (ack_1,) = queued
@@ -136,7 +137,7 @@ def test_a_task_is_said_done_in_the_log_before_its_acknowledgement_leaves(prefet
     for tag in (1, 2, 3):
         method = pika.spec.Basic.Deliver(delivery_tag=tag, redelivered=False, routing_key="task_queue")
         properties = task_properties(new_run_id(), tag, 3, persistent=True, user="guest")
-        worker._on_message(channel, method, properties, body.encode())  # type: ignore[arg-type]
+        worker._on_message(channel, method, properties, body.encode())
         if body != "zero":  # the work thread's part, here: the task done, its acknowledgement queued
             worker._task_done(worker._inbox.get())
             worker._pending = 0
@@ -161,7 +162,7 @@ def test_a_live_view_that_comes_late_hears_what_the_workers_did_before(lab: Lab)
         channel = connection.channel()
         heard = channel.queue_declare("", exclusive=True).method.queue
         channel.queue_bind(heard, EVENTS_EXCHANGE)
-        events: list[dict] = []
+        events: list[dict[str, Any]] = []
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and len([e for e in events if e["event"] == "done"]) < 20:
             method, _, body = channel.basic_get(heard, auto_ack=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -53,7 +54,7 @@ def test_image_built_from_local_base_runs_help_as_non_root(
     assert usage in output
 
 
-def logs(container: Container) -> tuple[str, list[dict]]:
+def logs(container: Container) -> tuple[str, list[dict[str, Any]]]:
     out = container.logs(stdout=True, stderr=False).decode()
     events = list(read_events(container.logs(stdout=False, stderr=True).decode().splitlines()))
     return out, events

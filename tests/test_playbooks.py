@@ -16,8 +16,9 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import docker
 import pika
@@ -81,7 +82,7 @@ class TutorialWorker:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
-    def _callback(self, channel, method, properties, body: bytes) -> None:
+    def _callback(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         self.received.append(body.decode())
         channel.basic_ack(delivery_tag=method.delivery_tag)
 
@@ -419,7 +420,7 @@ def test_guest_remote_access_mode(lab: docker.DockerClient) -> None:
 # --- bad input and unreachable hosts: nothing changes
 
 
-def _lab_inventory(folder: Path, change: dict[str, object] | None = None) -> Path:
+def _lab_inventory(folder: Path, change: Mapping[str, object] | None = None) -> Path:
     """The tests' lab inventory, with a change, in a folder of the test's."""
     document = yaml.safe_load(TEST_LAB.inventory.read_text())
     children = document["all"]["children"]
@@ -439,7 +440,7 @@ def _lab_inventory(folder: Path, change: dict[str, object] | None = None) -> Pat
 
 SECOND_WORKER = f"{TEST_LAB.subnet_prefix}.12"  # testlab2's address
 # Each case asks for a change (a second worker per host, a mode, an image) that the preflight must stop.
-BAD_INPUTS = {
+BAD_INPUTS: dict[str, tuple[dict[str, object] | None, list[str], str]] = {
     "no broker group": ({"broker": None}, ["-e", "workers_per_host=2"], "needs one host in group broker, or an odd"),
     "two brokers": (
         {"broker/testlab2": {"ansible_host": SECOND_WORKER}},
@@ -606,7 +607,9 @@ def test_tls_workers_verify_the_broker_and_plain_amqp_is_closed_to_the_network(
     assert reaches(lab, WORKER_A, 5671) and not reaches(lab, WORKER_A, 5672)
     # A client with the lab's CA is let in; one that trusts only the system's CAs refuses the broker.
     with_ca = broker_from_url(url, str(CREDENTIALS), str(TLS_DIR / "ca.crt"))
-    connect(with_ca, timeout=10).close()
+    connection = connect(with_ca, timeout=10)
+    assert connection is not None
+    connection.close()
     with pytest.raises(BrokerError, match="certificate is not trusted"):
         connect(broker_from_url(url, str(CREDENTIALS)), timeout=10)
     # Private keys are their owner's only, here and on the broker host.

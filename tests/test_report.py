@@ -18,6 +18,7 @@ import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,13 @@ NOACK_RUN, ACK_RUN, ONE_RUN = "20261127-020228-1304", "20261127-015930-1e6e", "2
 def report_of(folder: Path, run_id: str | None = None) -> fates.RunReport:
     gathered = read_folder(folder)
     return fates.build(gathered, run_id or fates.last_run(gathered) or "")
+
+
+def started_of(folder: Path) -> float:
+    """When the recorded run began, as its report says (a recording always has it)."""
+    started = report_of(folder).started
+    assert started is not None
+    return started
 
 
 def copy_of(name: str, tmp_path: Path) -> Path:
@@ -296,7 +304,7 @@ def _without_tasks(tmp_path: Path, seqs: set[int], ready: int, rejected: set[int
     for seq in sorted(rejected or ()):
         event = {
             "event": "rejected",
-            "ts": report_of(folder).started + 1,
+            "ts": started_of(folder) + 1,
             "host": "lab2",
             "worker": "worker-1",
             "run_id": ACK_RUN,
@@ -346,7 +354,7 @@ def test_live_state_calls_a_worker_silent_when_it_stops_speaking() -> None:
     assert state.rows(now=200.0 + SILENT_SECONDS + 1)[1][1] == f"silent for {SILENT_SECONDS + 1:.0f} s"
 
 
-def _edit_events(path: Path, edit: Callable[[list[dict]], list[dict]]) -> None:
+def _edit_events(path: Path, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
     document = json.loads(path.read_text())
     events = [json.loads(line) for line in document["logs"][0]["stderr"].splitlines()]
     document["logs"][0]["stderr"] = "\n".join(json.dumps(e) for e in edit(events))
@@ -362,7 +370,7 @@ def test_a_task_a_frozen_worker_finished_late_is_done_twice_not_lost(
     # the thaw: the I/O thread may say connection_lost before the work thread's late done (CI saw it).
     folder = copy_of("ack_worker_stopped", tmp_path)
 
-    def frozen(events: list[dict]) -> list[dict]:
+    def frozen(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kept = [e for e in events if e["event"] not in ("abandoned", "worker_stopped")]
         late = {
             "event": "done",
@@ -396,9 +404,9 @@ def test_a_task_a_frozen_worker_finished_late_is_done_twice_not_lost(
 def test_noack_tasks_waiting_in_the_queue_are_lost_with_the_broker(tmp_path: Path) -> None:
     # As if the broker had restarted while #9 and #10 waited in the transient queue 'hello'.
     folder = copy_of("noack_worker_stopped", tmp_path)
-    went = report_of(folder).started + 2
+    went = started_of(folder) + 2
 
-    def broker_restarted(events: list[dict]) -> list[dict]:
+    def broker_restarted(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kept = [e for e in events if e.get("seq") not in (9, 10) and e["event"] != "worker_stopped"]
         kept = [e for e in kept if e["event"] != "abandoned"]
         host, worker = kept[0]["host"], kept[0]["worker"]
@@ -415,7 +423,9 @@ def test_noack_tasks_waiting_in_the_queue_are_lost_with_the_broker(tmp_path: Pat
 
 
 @pytest.mark.parametrize(("recording", "lost"), [("noack_worker_stopped", [10]), ("ack_worker_stopped", [])])
-def test_a_killed_worker_that_said_nothing_is_read_as_a_stopped_one(tmp_path: Path, recording: str, lost: list) -> None:
+def test_a_killed_worker_that_said_nothing_is_read_as_a_stopped_one(
+    tmp_path: Path, recording: str, lost: list[Any]
+) -> None:
     folder = copy_of(recording, tmp_path)
     before = report_of(folder)
     # SIGKILL: no 'abandoned', no 'worker_stopped'; the container is not running.
@@ -431,7 +441,7 @@ def test_a_killed_worker_that_said_nothing_is_read_as_a_stopped_one(tmp_path: Pa
 
 def test_a_drills_fault_is_listed_and_drawn_as_a_band_on_the_lanes_it_touched(tmp_path: Path) -> None:
     folder = copy_of("ack_worker_stopped", tmp_path)
-    start = report_of(folder).started + 2
+    start = started_of(folder) + 2
     faults = [
         {"event": "fault", "fault": "freeze", "host": "lab3", "worker": "worker-1", "start": start, "end": start + 40},
         {
@@ -459,9 +469,9 @@ def test_a_drills_fault_is_listed_and_drawn_as_a_band_on_the_lanes_it_touched(tm
 
 def test_a_lossy_links_record_names_its_loss_and_a_forged_loss_is_left_out(tmp_path: Path) -> None:
     folder = copy_of("ack_worker_stopped", tmp_path)
-    start = report_of(folder).started + 2
+    start = started_of(folder) + 2
 
-    def lossy(host: str, offset: float) -> dict:
+    def lossy(host: str, offset: float) -> dict[str, Any]:
         at = start + offset
         return {"event": "fault", "fault": "lossy", "host": host, "worker": "worker-1", "start": at, "end": at + 30}
 
@@ -481,7 +491,7 @@ def test_a_lossy_links_record_names_its_loss_and_a_forged_loss_is_left_out(tmp_p
 
 def test_a_partitions_record_tells_what_each_node_did_and_a_forged_one_tells_nothing(tmp_path: Path) -> None:
     folder = copy_of("ack_worker_stopped", tmp_path)
-    start = report_of(folder).started + 2
+    start = started_of(folder) + 2
     cut = {"node": "rabbit@lab1", "paused_after": "52.3", "served_again_after": 4.0}  # Ansible writes either
     leaders = {"leader_before": "rabbit@lab1", "leader_after": "rabbit@lab2"}
     alone = [{"node": f"rabbit@lab{i}", "paused_after": 50.0 + i, "served_again_after": 3} for i in (1, 2, 3)]
@@ -543,7 +553,7 @@ def _skewed(folder: Path, path: str, shift: float) -> None:
     (folder / path).write_text(json.dumps(document))
 
 
-def _measured(folder: Path, path: str, clock: dict, clocks: list[dict] | None = None) -> None:
+def _measured(folder: Path, path: str, clock: dict[str, Any], clocks: list[dict[str, Any]] | None = None) -> None:
     """The clocks report.yml measured there: the host's (``clock``), each running worker's (``clocks``)."""
     document = json.loads((folder / path).read_text())
     document.update(clock=clock, clocks=clocks or [])
@@ -557,18 +567,21 @@ def test_events_of_a_clock_40_s_off_are_placed_on_this_machines_clock(tmp_path: 
     _skewed(folder, "workers/lab2.json", -40.0)
     _skewed(folder, "workers/lab4.json", 3.0)
     wrong = report_of(folder)  # read as each clock stamped it, the clocks not measured
+    assert wrong.started is not None
     assert any(a.received < wrong.started for a in wrong.tasks[7].attempts), "lab2 took #8 before the run began"
     _measured(folder, "workers/lab2.json", {"offset": -40.0, "uncertainty": 0.02})
     worker = {"item": {"Names": ["/workqueue-worker-1"]}, "offset": 3.0, "uncertainty": 0.03}
     _measured(folder, "workers/lab4.json", {"offset": 0.001, "uncertainty": 0.02}, [worker])
     report = report_of(folder)
 
-    def times(r: fates.RunReport) -> list[tuple]:
+    def times(r: fates.RunReport) -> list[tuple[Any, ...]]:
         return [(t.seq, a.worker, round(a.received, 3), round(a.ended or 0, 3)) for t in r.tasks for a in t.attempts]
 
     assert times(report) == times(truth) and report.verdict == truth.verdict
+    started = report.started
+    assert started is not None
     for task in report.tasks:  # sent, received, done: in that order, on one clock
-        assert all(report.started <= a.received <= (a.ended or a.received) for a in task.attempts)
+        assert all(started <= a.received <= (a.ended or a.received) for a in task.attempts)
         assert [a.received for a in task.attempts] == sorted(a.received for a in task.attempts)
     done = _report_command(folder, "--out", str(tmp_path / "out"))
     said = [line for line in done.stdout.splitlines() if line.startswith("clock: ")]
@@ -658,10 +671,10 @@ def test_tasks_waiting_in_a_deleted_task_queue_are_lost_with_it(tmp_path: Path) 
     # As if a student had deleted task_queue while #9 and #10 waited in it: the broker cancelled both
     # workers' consumers (each says so), and the queue they declared again is empty.
     folder = _without_tasks(tmp_path, {9, 10}, ready=0)
-    deleted = report_of(folder).started + 2
+    deleted = started_of(folder) + 2
     for path in (folder / "workers").glob("*.json"):
 
-        def cancelled(events: list[dict]) -> list[dict]:
+        def cancelled(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             host, worker = events[0]["host"], events[0]["worker"]
             said = {"event": "consumer_cancelled", "ts": deleted + 0.01, "host": host, "worker": worker}
             return sorted([*events, {**said, "queue": "task_queue"}], key=lambda e: e["ts"])

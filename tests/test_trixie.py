@@ -15,6 +15,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pika
@@ -117,7 +118,7 @@ def succeeded_output(done: subprocess.CompletedProcess[str]) -> str:
     return done.stdout
 
 
-def report(folder: Path, run_id: str) -> tuple[str, dict]:
+def report(folder: Path, run_id: str) -> tuple[str, dict[str, Any]]:
     done = playbook("report.yml", "-e", f"report_dir={folder}", "-e", f"run_id={run_id}")
     succeeded(done)
     return " ".join(done.stdout.split()), json.loads(next(folder.glob("*/report.json")).read_text())

@@ -8,7 +8,7 @@ import re
 import threading
 import tomllib
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -128,7 +128,7 @@ def test_pip_installs_one_top_level_package_that_holds_every_folder_of_python() 
     def folder(package: str) -> Path:
         for name, where in mapped.items():
             if package == name or package.startswith(name + "."):
-                return ROOT / where / Path(*package[len(name) :].split(".")[1:])
+                return Path(ROOT / where / Path(*package[len(name) :].split(".")[1:]))
         return ROOT / Path(*package.split("."))
 
     assert {package.split(".")[0] for package in packages} == {"workqueue"}
@@ -190,7 +190,15 @@ def test_events_are_valid_json_whatever_the_values() -> None:
 
     events = io.StringIO()
     out = Output({"program": "worker", "host": 'a"b\\c'}, io.StringIO(), events)
-    fields = {"seq": 3, "ok": True, "none": None, "f": 0.25, "text": 'é\n\t"x"', "seqs": [1, 2], "big": 10**20}
+    fields: dict[str, Any] = {
+        "seq": 3,
+        "ok": True,
+        "none": None,
+        "f": 0.25,
+        "text": 'é\n\t"x"',
+        "seqs": [1, 2],
+        "big": 10**20,
+    }
     out.event("done", **fields)
     out.flush()
     [record] = list(read_events(events.getvalue().splitlines()))

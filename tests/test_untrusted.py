@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_report import ACK_RUN, copy_of, report_of
+from tests.test_report import ACK_RUN, copy_of, report_of, started_of
 from workqueue.events import EventReader, checked, read_events
 from workqueue.output import Output
 from workqueue.report import fates, markdown, tables, terminal
@@ -160,7 +160,7 @@ def test_any_delivery_is_done_or_rejected_with_a_reason_and_its_events_are_well_
     for tag, (properties, body, redelivered) in enumerate(deliveries, start=1):
         method = pika.spec.Basic.Deliver(delivery_tag=tag, redelivered=redelivered, routing_key="task_queue")
         before = worker._inbox.qsize()
-        worker._on_message(channel, method, properties, body)  # type: ignore[arg-type]
+        worker._on_message(channel, method, properties, body)
         if worker._inbox.qsize() > before:
             handed.append(tag)
             worker._pending = 0  # as if the work thread had done it: the next one may be done inline
@@ -190,7 +190,7 @@ def test_a_task_is_a_runs_only_when_the_broker_vouches_for_its_sender() -> None:
     for tag, user in ((1, LAB_USER), (2, "student")):
         properties = pika.BasicProperties(user_id=user, headers={"run_id": run, "seq": 6}, message_id=f"{run}.6")
         method = pika.spec.Basic.Deliver(delivery_tag=tag, redelivered=False, routing_key="task_queue")
-        worker._on_message(_FakeChannel(), method, properties, b"forged")  # type: ignore[arg-type]
+        worker._on_message(_FakeChannel(), method, properties, b"forged")
     worker.out.flush()
     received = [e for e in read_events(events.getvalue().splitlines()) if e["event"] == "received"]
     assert [(e["run_id"], e["seq"]) for e in received] == [(run, 6), (None, None)]
@@ -203,7 +203,7 @@ def test_a_task_longer_than_the_ceiling_is_rejected_with_its_reason() -> None:
     worker = worker_module.Worker(config, Output(WORKER, people, events))
     channel = _FakeChannel()
     method = pika.spec.Basic.Deliver(delivery_tag=1, redelivered=False, routing_key="task_queue")
-    worker._on_message(channel, method, pika.BasicProperties(), b"Hello World! #40 " + b"." * 40)  # type: ignore[arg-type]
+    worker._on_message(channel, method, pika.BasicProperties(), b"Hello World! #40 " + b"." * 40)
     worker.out.flush()
     assert channel.settled == [("reject", 1)] and worker._inbox.qsize() == 0
     assert [e["reason"] for e in read_events(events.getvalue().splitlines())] == ["too long"]
@@ -283,7 +283,7 @@ def test_the_terminal_views_state_takes_forged_events_and_carries_on() -> None:
     )
     state = LiveState()
     reader = EventReader()
-    feed.listen(channel, state.apply_all, reader)  # type: ignore[arg-type]
+    feed.listen(channel, state.apply_all, reader)
     [on_message] = consumers
     forged = [
         b'{"event":"alive","host":"x","worker":"y","ts":"a"}',
@@ -364,7 +364,7 @@ def test_the_report_names_the_task_a_drill_caught_and_takes_any_record(
     tmp_path: Path, record: dict[str, Any], line: str
 ) -> None:
     folder = copy_of("ack_worker_stopped", tmp_path)
-    start = report_of(folder).started + 2
+    start = started_of(folder) + 2
     fault = {"event": "fault", "fault": "freeze", "host": "lab3", "worker": "worker-1", "start": start, "end": start}
     producer = folder / "producer" / "lab5.json"
     document = json.loads(producer.read_text())

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -36,14 +37,15 @@ def lab(client: docker.DockerClient) -> Iterator[list[Host]]:
     hosts.down(client, HOST_LAB)
 
 
-def ansible(module: str, args: str = "", become: bool = False) -> dict[str, dict]:
+def ansible(module: str, args: str = "", become: bool = False) -> dict[str, dict[str, Any]]:
     """Run an ad-hoc module on every host over SSH; host -> its result."""
     command = [str(ANSIBLE), "all", "-i", str(HOST_LAB.inventory), "-m", module]
     command += ["-a", args] if args else []
     command += ["--become"] if become else []
     env = {**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "true", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env)
-    return json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"]
+    results: dict[str, dict[str, Any]] = json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"]
+    return results
 
 
 def ssh(host: Host, command: str) -> subprocess.CompletedProcess[str]:

@@ -102,15 +102,15 @@ def test_a_burst_acknowledgement_never_covers_a_task_whose_own_is_still_to_go() 
 
 
 class _FlushedOutput(Output):
-    """An Output that keeps what it has handed to the kernel (``flush_events``) apart from what it holds."""
+    """An Output that keeps what it has handed to the kernel (``flush``) apart from what it holds."""
 
     def __init__(self) -> None:
         self.events = io.StringIO()
         super().__init__({"program": "worker"}, io.StringIO(), self.events)
         self.flushed = ""
 
-    def flush_events(self) -> None:
-        super().flush_events()
+    def flush(self) -> None:
+        super().flush()
         self.flushed = self.events.getvalue()
 
 

@@ -107,7 +107,7 @@ class Worker:
         # Tasks handed to the work thread and not yet finished: while there are
         # any, a new task must queue behind them, whatever its length.
         self._pending = 0
-        self._acks = BurstAcks(config.prefetch, record=out.flush_events)  # ack mode
+        self._acks = BurstAcks(config.prefetch, record=out.flush)  # ack mode
         self._pending_lock = threading.Lock()
         # The tasks of the current connection are given up when it is set: by the I/O
         # thread when the connection is lost, by the work thread when it finds it stood
@@ -301,7 +301,7 @@ class Worker:
         self.out.say(f" [!] Rejected task {label.number}: {detail}; {where}")
         self.out.event("rejected", label.encoded(), reason=reason)
         if self.config.ack:
-            self.out.flush_events()  # said before the broker hears, as for a task done
+            self.out.flush()  # said before the broker hears, as for a task done
             channel.basic_reject(tag, requeue=False)
 
     def _connection_lost(self, reason: str) -> None:
@@ -360,7 +360,7 @@ class Worker:
         if self.config.ack:
             # The event reaches the log before the broker hears: killed a moment later, this worker
             # has still said it did the task the broker will not hand out again (make soak's ledger).
-            self.out.flush_events()
+            self.out.flush()
             self._ack_from_work_thread(delivery)
 
     def _broker_gives_up_after(self) -> float:

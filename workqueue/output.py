@@ -140,16 +140,10 @@ class Output:
         return lines
 
     def flush(self) -> None:
+        """Hand what was written to the kernel now: it outlives the process, even killed. A worker calls it
+        before each acknowledgement, so that a task the broker counts done is one its log says done."""
         with self._lock:
             self._flush()
-
-    def flush_events(self) -> None:
-        """Hand the events written so far to the kernel now: they outlive the process, even killed.
-
-        A worker calls it before each acknowledgement, so that a task the broker counts done is
-        one its log says done (people's lines follow at the next flush)."""
-        with self._lock:
-            self._events.flush()
 
     def flush_when_due(self) -> None:
         """Flush if FLUSH_INTERVAL has passed since the last flush (a loop's idle moments)."""

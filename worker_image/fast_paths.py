@@ -13,7 +13,7 @@ the same rounds (2026-12-06; docs/performance.md says how; the rate is worker/tu
 - **One acknowledgement per burst** (``BurstAcks``): the tasks done at once in one burst of
   deliveries are acknowledged by one ``basic_ack(multiple=True)`` at its end, a socket write per
   burst. Acknowledged one by one: prefetch 50 at 0.94 instead of 1.58 (prefetch 1 has no burst).
-  The events are handed to the kernel before each acknowledgement, a write a burst: 1.54 of the
+  The output is handed to the kernel before each acknowledgement, once a burst: 1.54 of the
   tutorial's rate at prefetch 50 instead of 1.73 without it (2026-12-07), the price of a log that
   never says less than the broker knows was done.
 - **Events written as JSON by hand** (``Output.event_line``, ``TaskLabel.encoded`` in
@@ -53,7 +53,7 @@ class BurstAcks:
     ``multiple`` acknowledgement then covers the burst. Never while a task handed to the work
     thread is still to be acknowledged: its own acknowledgement would then name a tag already
     covered, a channel error (``tests/test_fast_paths.py`` mixes both kinds of task). Each
-    acknowledgement leaves after ``record`` has handed the events written so far to the kernel: a
+    acknowledgement leaves after ``record`` has handed the output written so far to the kernel: a
     worker killed a moment later has still said it did the tasks the broker counts done.
     """
 

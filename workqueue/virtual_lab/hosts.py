@@ -20,6 +20,7 @@ import docker
 import docker.errors
 import yaml
 from docker.models.containers import Container
+from docker.models.volumes import Volume
 
 from workqueue.machine import images
 from workqueue.machine.packages import ensure_commands
@@ -254,7 +255,9 @@ def _ensure_network(client: docker.DockerClient, lab: Lab) -> None:
 
 
 def _ensure_host(client: docker.DockerClient, lab: Lab, host: Host, image: str) -> None:
-    """Start the host if it is there as it should be; else make it anew (its Docker volume is kept)."""
+    """Start the host if it is there as it should be; else make it anew (its Docker volume is kept, but
+    for a host of another role)."""
+    volume = f"workqueue-{host.name}-docker"  # its Docker data (its images), kept when it is made anew
     try:
         container = client.containers.get(host.name)
     except docker.errors.NotFound:
@@ -267,14 +270,13 @@ def _ensure_host(client: docker.DockerClient, lab: Lab, host: Host, image: str) 
                 container.start()
             return
         container.remove(force=True, v=False)  # a host of an older recipe or shape: made anew
-        if container.labels.get(GROUPS_LABEL) != ",".join(host.groups):
+        kept = _volume(client, volume)
+        if kept is not None and container.labels.get(GROUPS_LABEL) != _groups(host):
             # A host of another role is another machine: a broker host must not run the workers it ran before.
-            for old in client.volumes.list(filters={"name": _docker_volume(host)}):
-                old.remove(force=True)
-    volume = _docker_volume(host)
-    if not any(v.name == volume for v in client.volumes.list(filters={"name": volume})):
+            kept.remove(force=True)
+    if _volume(client, volume) is None:
         client.volumes.create(volume, labels=_labels(lab, "docker-data"))
-    labels = _labels(lab, "host") | {GROUPS_LABEL: ",".join(host.groups), "workqueue-lab.image": image}
+    labels = _labels(lab, "host") | {GROUPS_LABEL: _groups(host), "workqueue-lab.image": image}
     endpoint = client.api.create_endpoint_config(ipv4_address=host.address)
     created = client.api.create_container(
         image,
@@ -309,9 +311,14 @@ def _host_config(client: docker.DockerClient, lab: Lab, volume: str) -> dict[str
     return host_config
 
 
-def _docker_volume(host: Host) -> str:
-    """The volume that keeps a host's Docker data (its images) when the host is made anew."""
-    return f"workqueue-{host.name}-docker"
+def _volume(client: docker.DockerClient, name: str) -> Volume | None:
+    """The volume of that name (Docker's filter also matches names that contain it); None if none."""
+    return next((v for v in client.volumes.list(filters={"name": name}) if v.name == name), None)
+
+
+def _groups(host: Host) -> str:
+    """A host's inventory groups as its label says them: its role."""
+    return ",".join(host.groups)
 
 
 def _matches(container: Container, lab: Lab, host: Host, image: str) -> bool:
@@ -320,7 +327,7 @@ def _matches(container: Container, lab: Lab, host: Host, image: str) -> bool:
     return (
         container.labels.get("workqueue-lab.image") == image
         and address.get("IPv4Address") == host.address
-        and container.labels.get(GROUPS_LABEL) == ",".join(host.groups)
+        and container.labels.get(GROUPS_LABEL) == _groups(host)
     )
 
 

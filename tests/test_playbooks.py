@@ -664,6 +664,8 @@ def test_tls_workers_verify_the_broker_and_plain_amqp_is_closed_to_the_network(
 
 # --- teardown
 
+NO_GUARD = ("-e", "host_firewall_guard=false")
+
 
 def test_teardown_removes_it_all_and_site_works_again(lab: docker.DockerClient) -> None:
     if LAB.deployed != TORN_DOWN:  # in order, the TLS test before has just torn the lab down
@@ -686,13 +688,13 @@ def test_teardown_removes_it_all_and_site_works_again(lab: docker.DockerClient) 
     changed_nothing(again, ALL_HOSTS)
 
     # site works again; with the guard turned off, the broker's host is left as its own firewall has it.
-    deploy(lab, "-e", "host_firewall_guard=false")
+    deploy(lab, *NO_GUARD)
     assert GUARD_TABLE not in on(lab, BROKER, "nft", "list", "tables")
     assert outsider_reaches(lab, TEST_LAB.network, BROKER_ADDRESS, [5672]) == {5672: True}
 
 
 def test_teardown_with_purge_removes_the_packages_too(lab: docker.DockerClient) -> None:
-    deploy(lab)
+    deploy(lab, *NO_GUARD)  # in order, the lab as the test before left it: no site.yml (the guard is not purge's)
     LAB.teardown("-e", "purge=true")
     for host in (*WORKERS, PRODUCER):
         assert on_result(lab, host, "dpkg-query", "-W", "-f", "${Status}", "docker.io")[1] != "install ok installed"

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv role-docs demo drills soak demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls bench-releases bench-scale bench-arch bench-lossy lab-up lab-down lab-status clean
+.PHONY: help venv role-docs demo drills soak demo-processes watch watch-web test test-quick lint broker engine images wheelhouse bench bench-tls bench-releases bench-scale bench-arch bench-lossy bench-cpu lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo    the project on a virtual lab: site.yml, then a worker stopped mid-run, in noack and ack mode"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-releases  site.yml on Debian 12 and 13 hosts, side by side"
 	@echo "make bench-scale  the lab at 5, 10 and 20 worker hosts: times, memory, a plot"
 	@echo "make bench-lossy  a lossy link to the broker: drops and tasks done twice per loss rate and heartbeat"
+	@echo "make bench-cpu  where a playbook's CPU goes, the lab's hosts or this machine (on make lab-up's lab)"
 	@echo "make bench-arch  an idle worker's memory: this machine's image, and a Raspberry Pi's under emulation"
 	@echo "make lab-up [HOSTS=5] [BROKERS=1|3] [RELEASE=bookworm|trixie|mixed]  a virtual lab: Debian hosts with systemd and SSH (lab-down, lab-status)"
 
@@ -139,6 +140,10 @@ bench-releases: venv
 # A worker host's link to the broker made lossy at several rates, at two heartbeats (a virtual lab of its own).
 bench-lossy: venv
 	$(PY) bench/lossy.py
+
+# Where a playbook's CPU goes on make lab-up's lab, deployed: its hosts, or Ansible on this machine.
+bench-cpu: venv
+	$(PY) bench/playbook_cpu.py $(if $(PLAYBOOK),--playbook '$(PLAYBOOK)')
 
 clean:
 	rm -rf build $(VENV)

@@ -80,6 +80,8 @@ class PlaybookLab:
         # The class account's (rabbitmq_class_user): what students' own programs log in with.
         self.class_credentials = lab.credentials / "rabbitmq-student-password"
         self.deployed: tuple[str, ...] | None = None  # the settings site.yml last ran with, None: unknown
+        # Set by one_worker_stopped: the settings the lab is deployed with, save the one host's worker stopped.
+        self.stopped: tuple[tuple[str, ...], str] | None = None
 
     # --- the lab and its deployment
 
@@ -121,6 +123,13 @@ class PlaybookLab:
     def disturbed(self) -> None:
         """The lab is no longer as the last deploy left it: the next deploy runs site.yml."""
         self.deployed = None
+        self.stopped = None
+
+    def one_worker_stopped(self, settings: tuple[str, ...] | None, host: str) -> None:
+        """The lab as a deploy with these settings left it, but for the worker on this host: stopped
+        (docker stop, by stop_worker.yml). A test that needs the lab so takes it instead of deploying."""
+        self.disturbed()
+        self.stopped = None if settings is None else (settings, host)
 
     # --- what the broker and the workers say
 

@@ -204,17 +204,40 @@ OUTSIDE_DEPRECATIONS = {
 }
 
 
-def test_second_site_changes_nothing_and_check_mode_is_clean(lab: docker.DockerClient) -> None:
+def test_second_site_changes_nothing_shows_no_secret_and_check_mode_is_clean(
+    lab: docker.DockerClient, tmp_path: Path
+) -> None:
     deploy(lab)
-    again = playbook("site.yml", *FAST, "-v")
-    succeeded(again)
-    changed_nothing(again, ALL_HOSTS)
+    password, class_password = CREDENTIALS.read_text().strip(), CLASS_CREDENTIALS.read_text().strip()
+    # The re-run at -vvvv, with produce.yml and report.yml, while every host's command lines are sampled.
+    with CommandLines(lab, ALL_HOSTS) as command_lines:
+        outputs = [playbook("site.yml", *FAST, "-vvvv"), playbook("produce.yml", *FAST, "-vvvv", "-e", "task_count=2")]
+        outputs.append(report(tmp_path, "-vvvv")[0])
+    again, produced, reported = outputs
+    changed_nothing(again, ALL_HOSTS)  # -vvvv changes nothing either: no password made anew
+    changed_nothing(reported, ALL_HOSTS)
+    assert produced.returncode == 0, produced.stdout[-2000:]
     checked = playbook("site.yml", *FAST, "--check", "--diff")
-    succeeded(checked)
     changed_nothing(checked, ALL_HOSTS)
     # Deprecation warnings are on (ansible.cfg): none of ours, only those from inside a collection.
     warned = " ".join((again.stdout + again.stderr).split())
     assert set(re.findall(r"\[DEPRECATION WARNING\]: (.+?\.) ", warned)) <= OUTSIDE_DEPRECATIONS, warned[-3000:]
+
+    # No secret on a command line, in a journal, a log or the output.
+    for credentials in (CREDENTIALS, CLASS_CREDENTIALS):
+        assert credentials.stat().st_mode & 0o077 == 0, f"{credentials.name} is readable by its owner only"
+    assert len(password) >= 20 and len(class_password) >= 20 and class_password != password
+    for host, seen in command_lines.seen.items():
+        assert password not in seen and class_password not in seen, f"a password is on a command line on {host}"
+    # The sampler saw the role's rabbitmqctl commands go by: it would have seen a password on them.
+    checks = [line for line in command_lines.seen[BROKER].splitlines() if "rabbitmqctl" in line]
+    assert any("authenticate_user" in line for line in checks)
+    assert "_CMDLINE=su rabbitmq" in on(lab, BROKER, "journalctl", "-o", "verbose", "--no-pager")
+    secrets = [password, class_password]
+    assert where_secrets_show(lab, ALL_HOSTS, secrets, *(done.stdout + done.stderr for done in outputs)) == []
+    inspected = {host: json.loads(read_on(lab, host, "docker", "inspect", *workers_on(lab, host))) for host in WORKERS}
+    assert all(len(found) == 1 for found in inspected.values()), inspected.keys()
+    assert password not in json.dumps(inspected)
 
 
 def test_make_watch_finds_the_broker_and_the_tests_own_password_from_the_inventory(lab: docker.DockerClient) -> None:
@@ -273,6 +296,7 @@ def test_the_tutorials_own_programs_work_beside_the_lab(lab: docker.DockerClient
 def stop_worker_mid_run(lab: docker.DockerClient, *settings: str) -> tuple[str, int]:
     """The README's stop_worker.yml on the second worker host, started before the run it strikes: the run's id,
     and the task the worker held when it was stopped (the drill's record)."""
+    deployed_with = LAB.deployed
     disturbed()
     done, run_id = lab_runs.drill_on_cue(
         LAB.lab,
@@ -286,6 +310,7 @@ def stop_worker_mid_run(lab: docker.DockerClient, *settings: str) -> tuple[str, 
     succeeded(done)
     caught = lab_runs.last_fault(lab, PRODUCER)["caught"]
     assert run_id is not None and caught["run_id"] == run_id, (caught, done.stdout[-2000:])
+    LAB.one_worker_stopped(deployed_with, WORKER_B)
     return run_id, caught["seq"]
 
 
@@ -316,40 +341,11 @@ def test_ack_stopped_worker_mid_run_loses_nothing(lab: docker.DockerClient, tmp_
     assert any((t.text or "").startswith("docker stop ") for t in picture.iter("{http://www.w3.org/2000/svg}text"))
 
 
-def test_noack_round_robin_gives_each_worker_three(lab: docker.DockerClient) -> None:
-    deploy(lab, *NOACK)
-    run_id = produce(*NOACK, "-e", "task_count=6", "-e", "task_message=task")
-    wait_until(lambda: len(done_seqs(lab, run_id)) == 6, 30, "six tasks done")
-    by_host = [h for by in done_seqs(lab, run_id).values() for h in by]
-    assert sorted(by_host) == sorted([WORKER_A] * 3 + [WORKER_B] * 3)
-
-
-def test_noack_stopped_worker_loses_its_unfinished_share(lab: docker.DockerClient, tmp_path: Path) -> None:
-    deploy(lab, *NOACK)
-    run_id, caught = stop_worker_mid_run(lab, *NOACK)
-    received_a = {e["seq"] for e in worker_events(lab, WORKER_A, run_id) if e["event"] == "received"}
-    wait_until(lambda: received_a <= set(done_seqs(lab, run_id)), 90, f"{WORKER_A} done with its own tasks")
-    received_b = {e["seq"] for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "received"}
-    lost = set(range(1, 7)) - set(done_seqs(lab, run_id))
-    assert caught in lost and lost <= received_b
-    assert {e["seq"] for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "abandoned"} == lost
-    assert queue_counts(lab, "hello") == (0, 0)
-
-    # The report of the newest run: the lost set is the tasks that never reached " [x] Done",
-    # all dispatched to the stopped worker.
-    done, data = report(tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert data["run_id"] == run_id and data["settled"]
-    assert {t["seq"] for t in data["tasks"] if t["fate"] == "lost"} == lost
-    assert {t["dispatched_to"] for t in data["tasks"] if t["fate"] == "lost"} == {f"{WORKER_B}/worker-1"}
-    stopped = {w["worker"]: w["running"] for w in data["workers"]}
-    assert stopped == {f"{WORKER_A}/worker-1": True, f"{WORKER_B}/worker-1": False}
-    assert f"6 sent, {6 - len(lost)} done, {len(lost)} lost (" in done.stdout
-    assert f": dispatched to {WORKER_B}/worker-1, stopped at " in done.stdout
-
-
 def test_a_worker_comes_back_with_its_host_and_site_starts_a_stopped_one(lab: docker.DockerClient) -> None:
-    deploy(lab)
+    if LAB.stopped == ((), WORKER_B):  # in order, the test before stopped it: started again, as deployed
+        on(lab, WORKER_B, "docker", "start", "workqueue-worker-1")
+    else:
+        deploy(lab)
     disturbed()
     # Stopped on purpose with the README's playbook, at once (wait=0: no run goes on).
     succeeded(playbook("stop_worker.yml", "-e", f"target={WORKER_B}", "-e", "wait=0"))
@@ -388,33 +384,6 @@ def test_scaling_adds_and_removes_workers_and_nothing_else(lab: docker.DockerCli
     assert changed(fewer)[BROKER] == 0
     assert workers_on(lab, WORKER_A) == {"workqueue-worker-1": first}
     LAB.deployed = ()
-
-
-def test_guest_remote_access_mode(lab: docker.DockerClient) -> None:
-    done = deploy(lab, *GUEST)
-    assert done is not None
-    assert "WARNING: rabbitmq_guest_remote_access is true" in done.stdout
-    assert f'host="{BROKER_ADDRESS}"))' in done.stdout
-    assert "loopback_users = none" in read_on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
-    users = {
-        u["user"]: u["tags"]
-        for u in json.loads(read_on(lab, BROKER, "rabbitmqctl", "list_users", "-q", "--formatter", "json"))
-    }
-    assert users["guest"] == [], "guest has its vhost's rights, and no administrator tag for the network"
-    assert f"amqp://guest@{BROKER_ADDRESS}:5672/%2F" in on(lab, WORKER_A, "docker", "inspect", "workqueue-worker-1")
-    run_id = produce(*GUEST, "-e", "task_count=2", "-e", "task_message=t")
-    wait_until(lambda: len(done_seqs(lab, run_id)) == 2, 30, "two tasks done as guest")
-    # The tutorial's own setting: guest/guest on the default vhost, only the broker's address changed;
-    # both of the tutorial's declarations meet the lab's queue.
-    before = len(foreign_done(lab))
-    tutorial_new_task(student_url(guest=True), ["guest seed style"])
-    tutorial_new_task(student_url(guest=True), ["guest quorum style"], arguments={"x-queue-type": "quorum"})
-    wait_until(lambda: len(foreign_done(lab)) == before + 2, 30, "the student's two tasks done by the lab")
-    deploy(lab)
-    assert "loopback_users" not in read_on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
-    assert "guest" not in on(lab, BROKER, "rabbitmqctl", "list_users", "-q"), (
-        "guest removed again with a dedicated user"
-    )
 
 
 # --- bad input and unreachable hosts: nothing changes
@@ -515,33 +484,7 @@ def test_report_with_no_worker_says_so_in_one_line(lab: docker.DockerClient, tmp
     assert "Traceback" not in done.stdout
 
 
-# --- secrets: the password on no command line, journal, log or output; a new one reaches every worker; TLS
-
-
-def test_no_secret_on_a_command_line_in_a_journal_a_log_or_the_output(lab: docker.DockerClient, tmp_path: Path) -> None:
-    deploy(lab)
-    password, class_password = CREDENTIALS.read_text().strip(), CLASS_CREDENTIALS.read_text().strip()
-    with CommandLines(lab, ALL_HOSTS) as command_lines:
-        outputs = [playbook("site.yml", *FAST, "-vvvv"), playbook("produce.yml", *FAST, "-vvvv", "-e", "task_count=2")]
-        outputs.append(report(tmp_path, "-vvvv")[0])
-    for credentials in (CREDENTIALS, CLASS_CREDENTIALS):
-        assert credentials.stat().st_mode & 0o077 == 0, f"{credentials.name} is readable by its owner only"
-    assert len(password) >= 20 and len(class_password) >= 20 and class_password != password
-    site, produced, reported = outputs
-    changed_nothing(site, ALL_HOSTS)  # -vvvv changes nothing either: no password made anew
-    changed_nothing(reported, ALL_HOSTS)
-    assert produced.returncode == 0, produced.stdout[-2000:]
-    for host, seen in command_lines.seen.items():
-        assert password not in seen and class_password not in seen, f"a password is on a command line on {host}"
-    # The sampler saw the role's rabbitmqctl commands go by: it would have seen a password on them.
-    checks = [line for line in command_lines.seen[BROKER].splitlines() if "rabbitmqctl" in line]
-    assert any("authenticate_user" in line for line in checks)
-    assert "_CMDLINE=su rabbitmq" in on(lab, BROKER, "journalctl", "-o", "verbose", "--no-pager")
-    secrets = [password, class_password]
-    assert where_secrets_show(lab, ALL_HOSTS, secrets, *(done.stdout + done.stderr for done in outputs)) == []
-    inspected = {host: json.loads(read_on(lab, host, "docker", "inspect", *workers_on(lab, host))) for host in WORKERS}
-    assert all(len(found) == 1 for found in inspected.values()), inspected.keys()
-    assert password not in json.dumps(inspected)
+# --- a new password reaches the broker and every worker (no secret shown anywhere: the second site.yml's test)
 
 
 def can_log_in(password: str, user: str = "workqueue") -> bool:
@@ -580,7 +523,43 @@ def test_a_new_password_reaches_the_broker_and_every_worker_and_no_command_line(
     changed_nothing(again, ALL_HOSTS)
 
 
-# --- TLS (rabbitmq_tls): AMQPS on 5671, verified against the lab's CA; plain AMQP on the broker's loopback only
+# --- noack mode, after the settings above: one site.yml switches to it, the guest test's switches away
+
+
+def test_noack_round_robin_gives_each_worker_three(lab: docker.DockerClient) -> None:
+    deploy(lab, *NOACK)
+    run_id = produce(*NOACK, "-e", "task_count=6", "-e", "task_message=task")
+    wait_until(lambda: len(done_seqs(lab, run_id)) == 6, 30, "six tasks done")
+    by_host = [h for by in done_seqs(lab, run_id).values() for h in by]
+    assert sorted(by_host) == sorted([WORKER_A] * 3 + [WORKER_B] * 3)
+
+
+def test_noack_stopped_worker_loses_its_unfinished_share(lab: docker.DockerClient, tmp_path: Path) -> None:
+    deploy(lab, *NOACK)
+    run_id, caught = stop_worker_mid_run(lab, *NOACK)
+    received_a = {e["seq"] for e in worker_events(lab, WORKER_A, run_id) if e["event"] == "received"}
+    wait_until(lambda: received_a <= set(done_seqs(lab, run_id)), 90, f"{WORKER_A} done with its own tasks")
+    received_b = {e["seq"] for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "received"}
+    lost = set(range(1, 7)) - set(done_seqs(lab, run_id))
+    assert caught in lost and lost <= received_b
+    assert {e["seq"] for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "abandoned"} == lost
+    assert queue_counts(lab, "hello") == (0, 0)
+
+    # The report of the newest run: the lost set is the tasks that never reached " [x] Done",
+    # all dispatched to the stopped worker.
+    done, data = report(tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert data["run_id"] == run_id and data["settled"]
+    assert {t["seq"] for t in data["tasks"] if t["fate"] == "lost"} == lost
+    assert {t["dispatched_to"] for t in data["tasks"] if t["fate"] == "lost"} == {f"{WORKER_B}/worker-1"}
+    stopped = {w["worker"]: w["running"] for w in data["workers"]}
+    assert stopped == {f"{WORKER_A}/worker-1": True, f"{WORKER_B}/worker-1": False}
+    assert f"6 sent, {6 - len(lost)} done, {len(lost)} lost (" in done.stdout
+    assert f": dispatched to {WORKER_B}/worker-1, stopped at " in done.stdout
+
+
+# --- the guest account from the network; then TLS (rabbitmq_tls): AMQPS on 5671, verified against the lab's
+# CA, plain AMQP on the broker's loopback only
 
 TLS = ("-e", "rabbitmq_tls=true")
 TLS_DIR = CREDENTIALS.parent / "tls"
@@ -590,6 +569,34 @@ def reaches(client: docker.DockerClient, host: str, port: int) -> bool:
     """Whether a TCP connection from a lab host to the broker's port is accepted."""
     probe = f"import socket; socket.create_connection(('{BROKER_ADDRESS}', {port}), timeout=3).close()"
     return on_result(client, host, "python3", "-c", probe)[0] == 0
+
+
+def test_guest_remote_access_mode(lab: docker.DockerClient) -> None:
+    done = deploy(lab, *GUEST)
+    assert done is not None
+    assert "WARNING: rabbitmq_guest_remote_access is true" in done.stdout
+    assert f'host="{BROKER_ADDRESS}"))' in done.stdout
+    assert "loopback_users = none" in read_on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
+    users = {
+        u["user"]: u["tags"]
+        for u in json.loads(read_on(lab, BROKER, "rabbitmqctl", "list_users", "-q", "--formatter", "json"))
+    }
+    assert users["guest"] == [], "guest has its vhost's rights, and no administrator tag for the network"
+    assert f"amqp://guest@{BROKER_ADDRESS}:5672/%2F" in on(lab, WORKER_A, "docker", "inspect", "workqueue-worker-1")
+    run_id = produce(*GUEST, "-e", "task_count=2", "-e", "task_message=t")
+    wait_until(lambda: len(done_seqs(lab, run_id)) == 2, 30, "two tasks done as guest")
+    # The tutorial's own setting: guest/guest on the default vhost, only the broker's address changed;
+    # both of the tutorial's declarations meet the lab's queue.
+    before = len(foreign_done(lab))
+    tutorial_new_task(student_url(guest=True), ["guest seed style"])
+    tutorial_new_task(student_url(guest=True), ["guest quorum style"], arguments={"x-queue-type": "quorum"})
+    wait_until(lambda: len(foreign_done(lab)) == before + 2, 30, "the student's two tasks done by the lab")
+    # Turned off again: on the way to the TLS test's deployment (the next test's, one site.yml for both).
+    deploy(lab, *TLS)
+    assert "loopback_users" not in read_on(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
+    assert "guest" not in on(lab, BROKER, "rabbitmqctl", "list_users", "-q"), (
+        "guest removed again with a dedicated user"
+    )
 
 
 def test_tls_workers_verify_the_broker_and_plain_amqp_is_closed_to_the_network(

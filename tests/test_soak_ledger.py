@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import cast
 
 import pytest
 
 from workqueue.soak.ledger import LedgerError, ProducerWitness, WorkerWitness, balance, read_producer
-from workqueue.soak.schedule import CLUSTER_FAULTS, WORKER_FAULTS, draw
+from workqueue.soak.schedule import CLUSTER_FAULTS, WORKER_FAULTS, Strike, draw
 
 RUN = "20261207-001500-abcd"
 
@@ -104,3 +108,49 @@ def test_make_soak_refuses_what_it_cannot_run_in_one_line_before_touching_a_lab(
     assert exited.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert says in error and "Traceback" not in error
+
+
+class LateLab:
+    """The soak's lab, as run() uses it (pure logic): each fault, with the site.yml that heals it, takes
+    100 s of the soak's clock, as on a busy machine; the run publishes throughout, the broker ends empty."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock, self.log = clock, Path("/nonexistent/soak.log")
+        self.struck: Counter[str] = Counter()
+        self.not_struck = 0
+
+    def playbook(self, name: str, *args: str, log: Path | None = None) -> str:
+        return f" [x] Run {RUN}: 240 sent, 240 confirmed" if name == "produce.yml" else ""
+
+    def publishing(self) -> bool:
+        return True
+
+    def strike(self, strike: Strike) -> None:
+        self.struck[strike.fault] += 1
+        self.clock[0] += 100.0
+
+    def held(self) -> int:
+        return 0
+
+    def ledger(self, run_id: str) -> str:
+        return run_id
+
+
+def test_faults_that_run_late_into_the_last_minute_are_not_struck_and_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workqueue.demo import soak
+
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])  # the soak's clock, for this test only
+    monkeypatch.setattr(time, "sleep", sleep)
+    # Two minutes: the last start is at 60 s. Drawn for 20 and 50 s; the first ends at 120 s.
+    strikes = [Strike(20.0, "stop", "lab2", None), Strike(50.0, "kill", "lab3", None)]
+    lab = LateLab(clock)
+    ledger, _ = soak.run(cast(soak.Soak, lab), strikes, 2.0, 2.0)
+    assert cast(str, ledger) == RUN
+    assert lab.struck == Counter(stop=1) and lab.not_struck == 1

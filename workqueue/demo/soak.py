@@ -27,7 +27,7 @@ import docker
 from workqueue.machine import engine, images
 from workqueue.machine.packages import SetupError
 from workqueue.soak.ledger import Ledger, LedgerError, WorkerWitness, balance, read_producer
-from workqueue.soak.schedule import QUIET_END_SECONDS, Strike, draw, heals_by_itself
+from workqueue.soak.schedule import Strike, draw, heals_by_itself, last_start
 from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import DEFAULT_LAB, DEMO_TEST_LAB, ROOT, Lab
 from workqueue.virtual_lab.lab_runs import on, on_result, read_on, run_id_of, wait_until
@@ -137,12 +137,11 @@ def run(soak: Soak, strikes: list[Strike], minutes: float, rate: float) -> tuple
     # The schedule counts each fault's duration, not the playbooks around it: on a busy machine the faults
     # run late, and one that would start in the run's last minute (a worker's waits for a task in hand,
     # and none may come) is not struck, nor any after it.
-    last_start = minutes * 60 - QUIET_END_SECONDS
     for index, strike in enumerate(strikes):
         while time.monotonic() - started < strike.after:
             time.sleep(1)
         at = time.monotonic() - started
-        if at >= last_start:
+        if at >= last_start(minutes):
             soak.not_struck = len(strikes) - index
             print(f"  {at:6.0f} s  the run's last minute: {soak.not_struck} fault(s) drawn, not struck", flush=True)
             break

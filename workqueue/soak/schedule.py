@@ -49,10 +49,15 @@ def heals_by_itself(fault: str) -> bool:
     return fault not in ("stop", "kill")
 
 
+def last_start(minutes: float) -> float:
+    """Seconds into a soak of ``minutes`` after which no fault starts: its last minute."""
+    return minutes * 60 - QUIET_END_SECONDS
+
+
 def draw(seed: int, minutes: float, worker_hosts: list[str], brokers: int) -> list[Strike]:
     """The strikes of a soak of ``minutes``: the same for the same seed, lab and length."""
     rng = random.Random(seed)
-    end = minutes * 60 - QUIET_END_SECONDS
+    end = last_start(minutes)
     strikes: list[Strike] = []
     at = rng.uniform(*GAP)
     while at < end:

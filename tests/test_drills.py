@@ -338,8 +338,10 @@ def test_worker_clocks_40_s_behind_are_measured_and_the_report_reads_in_order(
     before = time.time()
     run_id = produce("-e", "task_count=6")
     wait_until(lambda: set(done_seqs(lab, run_id)) == set(range(1, 7)), 90, "every task done")
-    stamped = [e["ts"] for host in WORKERS for e in worker_events(lab, host, run_id)]
-    assert stamped and max(stamped) < before - 30, "as stamped, every task was received before it was sent"
+    # On the workers' own clocks every task was received before the run began (its tasks are received within
+    # seconds of it, not 40, even on a busy machine); on a true clock none could be.
+    stamped = [e["ts"] for host in WORKERS for e in worker_events(lab, host, run_id) if e["event"] == "received"]
+    assert len(stamped) >= 6 and max(stamped) < before, "as stamped, every task was received before the run began"
     done, data = report(tmp_path, "-e", f"run_id={run_id}")
     assert data["counts"] == {"done": 6}, done.stdout[-3000:]
     clocks, written = {c["of"]: c for c in data["clocks"]}, (tmp_path / run_id / "report.md").read_text()

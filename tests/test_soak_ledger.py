@@ -112,10 +112,10 @@ def test_make_soak_refuses_what_it_cannot_run_in_one_line_before_touching_a_lab(
 
 class LateLab:
     """The soak's lab, as run() uses it (pure logic): each fault, with the site.yml that heals it, takes
-    100 s of the soak's clock, as on a busy machine; the run publishes throughout, the broker ends empty."""
+    ``takes`` seconds of the soak's clock; the producer publishes until ``done_at``; the broker ends empty."""
 
-    def __init__(self, clock: list[float]) -> None:
-        self.clock, self.log = clock, Path("/nonexistent/soak.log")
+    def __init__(self, clock: list[float], takes: float, done_at: float) -> None:
+        self.clock, self.takes, self.done_at, self.log = clock, takes, done_at, Path("/nonexistent/soak.log")
         self.struck: Counter[str] = Counter()
         self.not_struck = 0
 
@@ -123,11 +123,11 @@ class LateLab:
         return f" [x] Run {RUN}: 240 sent, 240 confirmed" if name == "produce.yml" else ""
 
     def publishing(self) -> bool:
-        return True
+        return self.clock[0] < self.done_at
 
     def strike(self, strike: Strike) -> None:
         self.struck[strike.fault] += 1
-        self.clock[0] += 100.0
+        self.clock[0] += self.takes
 
     def held(self) -> int:
         return 0
@@ -136,8 +136,18 @@ class LateLab:
         return run_id
 
 
-def test_faults_that_run_late_into_the_last_minute_are_not_struck_and_are_counted(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("takes", "done_at"),
+    [
+        # Two minutes: too late from 100 s on. Drawn for 20 and 50 s; the first, on a busy machine, ends at 120 s.
+        (100.0, 1000.0),
+        # Each fault on time, but the producer done at 40 s: the second, drawn for 50 s, finds no task to catch.
+        (10.0, 40.0),
+    ],
+    ids=["the faults before ran long", "the producer is done"],
+)
+def test_faults_that_come_too_late_are_not_struck_and_are_counted(
+    takes: float, done_at: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from workqueue.demo import soak
 
@@ -148,9 +158,8 @@ def test_faults_that_run_late_into_the_last_minute_are_not_struck_and_are_counte
 
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])  # the soak's clock, for this test only
     monkeypatch.setattr(time, "sleep", sleep)
-    # Two minutes: the last start is at 60 s. Drawn for 20 and 50 s; the first ends at 120 s.
     strikes = [Strike(20.0, "stop", "lab2", None), Strike(50.0, "kill", "lab3", None)]
-    lab = LateLab(clock)
+    lab = LateLab(clock, takes, done_at)
     ledger, _ = soak.run(cast(soak.Soak, lab), strikes, 2.0, 2.0)
     assert cast(str, ledger) == RUN
     assert lab.struck == Counter(stop=1) and lab.not_struck == 1

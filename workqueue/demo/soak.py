@@ -27,7 +27,7 @@ import docker
 from workqueue.machine import engine, images
 from workqueue.machine.packages import SetupError
 from workqueue.soak.ledger import Ledger, LedgerError, WorkerWitness, balance, read_producer
-from workqueue.soak.schedule import Strike, draw, heals_by_itself, last_start
+from workqueue.soak.schedule import Strike, draw, heals_by_itself, too_late
 from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import DEFAULT_LAB, DEMO_TEST_LAB, ROOT, Lab
 from workqueue.virtual_lab.lab_runs import on, on_result, read_on, run_id_of, wait_until
@@ -56,7 +56,7 @@ class Soak:
     settings: list[str]
     log: Path
     struck: Counter[str] = field(default_factory=Counter)
-    not_struck: int = 0  # faults drawn that the run's last minute came before (the faults before ran long)
+    not_struck: int = 0  # faults drawn that came too late in the run (the faults before them ran long)
 
     def playbook(self, name: str, *args: str, log: Path | None = None) -> str:
         """A playbook's output; its whole output also in the soak's log (or ``log``: the producer's, run beside)."""
@@ -134,16 +134,14 @@ def run(soak: Soak, strikes: list[Strike], minutes: float, rate: float) -> tuple
     producing.start()
     wait_until(soak.publishing, 120, "the producer publishing")
     started = time.monotonic()
-    # The schedule counts each fault's duration, not the playbooks around it: on a busy machine the faults
-    # run late, and one that would start in the run's last minute (a worker's waits for a task in hand,
-    # and none may come) is not struck, nor any after it.
+    # A fault that runs too late (the ones before it took long) is not struck, nor any after it.
     for index, strike in enumerate(strikes):
         while time.monotonic() - started < strike.after:
             time.sleep(1)
         at = time.monotonic() - started
-        if at >= last_start(minutes):
+        if at >= too_late(minutes) or not soak.publishing():
             soak.not_struck = len(strikes) - index
-            print(f"  {at:6.0f} s  the run's last minute: {soak.not_struck} fault(s) drawn, not struck", flush=True)
+            print(f"  {at:6.0f} s  too late in the run: {soak.not_struck} fault(s) drawn, not struck", flush=True)
             break
         print(f"  {at:6.0f} s  {strike.fault} {strike.target or ''} {strike.duration or ''}".rstrip(), flush=True)
         soak.strike(strike)
@@ -163,7 +161,7 @@ def table(ledger: Ledger, struck: Counter[str], not_struck: int, seed: int, minu
         ("lab", f"{brokers} broker{'s' if brokers > 1 else ''}, {minutes:g} minutes"),
         ("run", ledger.run_id),
         ("faults struck", f"{sum(struck.values())}: {faults}"),
-        ("faults drawn, not struck (late: the run's last minute)", str(not_struck)),
+        ("faults drawn, not struck (too late in the run)", str(not_struck)),
         ("tasks confirmed", str(ledger.confirmed)),
         ("done", str(ledger.done)),
         ("done twice", str(ledger.done_twice)),

@@ -19,8 +19,12 @@ DURATION = (10.0, 30.0)
 # A partition lasts past the cluster's net_ticktime (the soak sets 15 s), or no node notices it.
 PARTITION_DURATION = (40.0, 60.0)
 LASTING = ("freeze", "cut", "lossy", "partition", "broker-disk", "broker-node-stop")
-# No fault starts in the run's last minute: the last ones strike while tasks still come.
+# No fault is drawn to start in the run's last minute: the last ones strike while tasks still come.
 QUIET_END_SECONDS = 60.0
+# On a busy machine the faults run late (the schedule counts their durations, not the playbooks around
+# them); one that would strike in the run's last 20 s, or once the producer is done, is not struck: a
+# worker's fault waits for a task in hand, and none may come.
+LATE_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,11 @@ def heals_by_itself(fault: str) -> bool:
 def last_start(minutes: float) -> float:
     """Seconds into a soak of ``minutes`` after which no fault starts: its last minute."""
     return minutes * 60 - QUIET_END_SECONDS
+
+
+def too_late(minutes: float) -> float:
+    """Seconds into a soak of ``minutes`` after which a fault that runs late is not struck."""
+    return minutes * 60 - LATE_SECONDS
 
 
 def draw(seed: int, minutes: float, worker_hosts: list[str], brokers: int) -> list[Strike]:

@@ -99,7 +99,9 @@ def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
     # The drill left its record: the report names the fault, and the timeline draws it on the frozen lane.
     (fault,) = data["faults"]
     assert (fault["fault"], fault["host"], fault["worker"]) == ("freeze", WORKER_B, "worker-1")
-    assert 20 <= fault["end"] - fault["start"] <= 35
+    # The record's end is stamped once the playbook has resumed the worker: on a loaded machine its tasks
+    # take seconds each (35.6 s recorded for this 20 s freeze in a CI run with a benchmark beside it).
+    assert 20 <= fault["end"] - fault["start"] <= 20 + 40
     assert "fault: freeze on " in done.stdout
     wait_until(lambda: consumers(lab, "task_queue") == 2, 60, "the thawed worker consuming again")
 

@@ -86,9 +86,16 @@ def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
     def events(kind: str) -> list[dict[str, Any]]:
         return [e for host in WORKERS for e in worker_events(lab, host, run_id) if e["event"] == kind]
 
-    redelivered = [e["seq"] for e in events("received") if e["redelivered"]]
-    assert len(redelivered) == 1, f"one task taken from the frozen worker: {worker_events(lab, WORKER_B, run_id)}"
-    (frozen,) = redelivered
+    def redelivered() -> list[int]:
+        return [e["seq"] for e in events("received") if e["redelivered"]]
+
+    # Asked again a while: a CI run once read no redelivery at this point while the logs read later had it.
+    try:
+        wait_until(lambda: len(redelivered()) > 0, 30, "task of the frozen worker received again")
+    except TimeoutError as exc:
+        raise AssertionError({host: worker_events(lab, host, run_id) for host in WORKERS}) from exc
+    assert len(redelivered()) == 1, {host: worker_events(lab, host, run_id) for host in WORKERS}
+    (frozen,) = redelivered()
     wait_until(lambda: [e["seq"] for e in events("done")].count(frozen) == 2, 30, f"#{frozen} done twice")
     late = [e for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "done" and e.get("refused")]
     assert [e["seq"] for e in late] == [frozen] and late[0]["late"] > 2 * HEARTBEAT
@@ -352,9 +359,11 @@ def test_worker_clocks_40_s_behind_are_measured_and_the_report_reads_in_order(
         assert -41 < worker["offset"] < -39 and worker["uncertainty"] < 0.5, worker
         assert abs(clocks[host]["offset"]) <= clocks[host]["uncertainty"], "the host's own clock is this machine's"
         assert re.search(rf"Clock: {host}/worker-1 is (39|40)\.\d s behind this machine \(±0\.\d\d s\)", written)
-    # On this machine's clock, within the measurement's uncertainty: every task received after the run began,
-    # done after it was received, before now.
-    attempts, slack = [a for task in data["tasks"] for a in task["attempts"]], worker["uncertainty"]
+    # On this machine's clock, within the measurements' uncertainty (either worker's: a task's attempt may be
+    # either's; and the events' millisecond): every task received after the run began, done after it was
+    # received, before now.
+    attempts = [a for task in data["tasks"] for a in task["attempts"]]
+    slack = max(clocks[f"{host}/worker-1"]["uncertainty"] for host in WORKERS) + 0.001
     assert all(data["started"] - slack <= a["received"] <= a["ended"] for a in attempts), (data["started"], attempts)
     assert before - 1 <= data["started"] <= min(a["received"] for a in attempts) + slack
     assert max(a["ended"] for a in attempts) <= time.time()

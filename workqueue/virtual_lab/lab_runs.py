@@ -134,18 +134,19 @@ def on(client: docker.DockerClient, host: str, *command: str) -> str:
     return output
 
 
-def read_on(client: docker.DockerClient, host: str, *command: str, tries: int = 3) -> str:
+def read_on(client: docker.DockerClient, host: str, *command: str, tries: int = 4) -> str:
     """What a command that reads (a file, `docker inspect`, a JSON listing) prints on a lab host.
 
     The engine can hand back an exec's output empty though the command printed it (docker-py#2042,
-    moby#27289: seen here once in a CI run, a `tail` of a record read a second before). A reading
-    command is asked again, up to `tries` times, before its output counts as empty.
+    moby#27289: seen here in CI runs, a `tail` of a record read a second before, a `docker inspect` on a
+    host just booted). A reading command is asked again, up to `tries` times, before its output counts
+    as empty.
     """
     output = on(client, host, *command)
-    for _ in range(tries - 1):
+    for attempt in range(tries - 1):
         if output.strip():
             break
-        time.sleep(0.5)
+        time.sleep(0.5 * (attempt + 1))
         output = on(client, host, *command)
     return output
 
@@ -174,13 +175,15 @@ def queue_row(
 def container_events(client: docker.DockerClient, host: str, worker: int = 1) -> list[dict[str, Any]]:
     """A worker container's events, from `docker logs` on its host (kept after docker stop).
 
-    A `docker logs` that fails (a busy engine, a container being removed) is asked again twice, then
-    raises: read as no events at all, it would pass for a worker that never received a task.
+    A `docker logs` that fails (a busy engine, a container being removed) is asked again, then raises:
+    read as no events at all, it would pass for a worker that never received a task. One that prints
+    nothing is asked again too (the engine can lose an exec's output, as ``read_on`` says: a CI run read
+    a worker's log without the redelivery it held); a worker's log is empty only in its first moment.
     """
     command = ["docker", "logs", WORKER_CONTAINER.format(worker)]
-    for attempt in range(3):
+    for attempt in range(4):
         logs = client.containers.get(host).exec_run(command, demux=True)
-        if logs.exit_code == 0:
+        if logs.exit_code == 0 and (logs.output[1] or attempt == 3):
             return list(read_events((logs.output[1] or b"").decode().splitlines()))
         time.sleep(0.5 * (attempt + 1))
     said = (logs.output[1] or logs.output[0] or b"").decode(errors="replace").strip()[-300:]

@@ -24,7 +24,6 @@ from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import Lab
 from workqueue.virtual_lab.lab_runs import (
     done_by,
-    on,
     on_result,
     queue_row,
     read_on,
@@ -152,7 +151,7 @@ class PlaybookLab:
 
     def workers_on(self, client: docker.DockerClient, host: str) -> dict[str, tuple[str, str]]:
         """Each worker container on a host, running or not: name -> (container id, when it started)."""
-        listed = on(client, host, "docker", "ps", "-aq", "--filter", "label=workqueue-lab=worker").split()
+        listed = read_on(client, host, "docker", "ps", "-aq", "--filter", "label=workqueue-lab=worker").split()
         if not listed:
             return {}
         found = json.loads(read_on(client, host, "docker", "inspect", *listed))
@@ -161,8 +160,8 @@ class PlaybookLab:
     def lab_state(self, client: docker.DockerClient) -> dict[str, object]:
         """What a playbook could change: the containers on the hosts, the broker's vhosts, users and configuration."""
         state: dict[str, object] = {host: self.workers_on(client, host) for host in self.workers}
-        state["vhosts"] = on(client, self.broker, "rabbitmqctl", "list_vhosts", "-q")
-        state["users"] = on(client, self.broker, "rabbitmqctl", "list_users", "-q")
+        state["vhosts"] = read_on(client, self.broker, "rabbitmqctl", "list_vhosts", "-q")
+        state["users"] = read_on(client, self.broker, "rabbitmqctl", "list_users", "-q")
         state["config"] = on_result(client, self.broker, "cat", "/etc/rabbitmq/rabbitmq.conf")
         return state
 

@@ -135,26 +135,42 @@ def on(client: docker.DockerClient, host: str, *command: str) -> str:
 
 
 def read_on(client: docker.DockerClient, host: str, *command: str, tries: int = 4) -> str:
-    """What a command that reads (a file, `docker inspect`, a JSON listing) prints on a lab host.
+    """What a command that reads (a file, `docker inspect`, a JSON listing) prints on a lab host; it must succeed.
 
-    The engine can hand back an exec's output empty though the command printed it (docker-py#2042,
-    moby#27289: seen here in CI runs, a `tail` of a record read a second before, a `docker inspect` on a
-    host just booted). A reading command is asked again, up to `tries` times, before its output counts
-    as empty.
+    The engine can hand back an exec's output empty or cut though the command printed it all (docker-py#2042,
+    moby#27289: seen here in CI runs under load, a record's `tail`, a host's `docker ps` read as no container).
+    The command's shell says its exit code after its output: when that is missing, the output was lost on
+    its way and the command is asked again, up to ``tries`` times; a reading command changes nothing.
     """
-    output = on(client, host, *command)
-    for attempt in range(tries - 1):
-        if output.strip():
-            break
+    for attempt in range(tries):
+        code, output, whole = _exec(client, host, command)
+        if whole:
+            if code != 0:
+                raise RuntimeError(f"{' '.join(command)} on {host} exited {code}: {output[-2000:]}")
+            return output
         time.sleep(0.5 * (attempt + 1))
-        output = on(client, host, *command)
-    return output
+    raise RuntimeError(f"{' '.join(command)} on {host}: its output was lost {tries} times on its way from the host")
 
 
 def on_result(client: docker.DockerClient, host: str, *command: str) -> tuple[int, str]:
-    """A command's exit code and output on a lab host, whatever the code."""
-    result = client.containers.get(host).exec_run(list(command))
-    return result.exit_code, result.output.decode()
+    """A command's exit code and output on a lab host, whatever the code (see ``read_on`` for a reading one)."""
+    code, output, _ = _exec(client, host, command)
+    return code, output
+
+
+# What the shell a command runs under prints after the command's output: the mark, then its exit code.
+END_MARK = "\n@@workqueue-lab-exit "
+_MARKED = 'code=0; "$@" || code=$?; printf "\\n@@workqueue-lab-exit %s" "$code"'
+
+
+def _exec(client: docker.DockerClient, host: str, command: tuple[str, ...]) -> tuple[int, str, bool]:
+    """The command's exit code and output, and whether the output came whole (its shell's mark at its end)."""
+    result = client.containers.get(host).exec_run(["sh", "-c", _MARKED, "sh", *command])
+    output = result.output.decode()
+    head, mark, code = output.rpartition(END_MARK)
+    if not mark or not code.isdigit():
+        return result.exit_code, output, False
+    return int(code), head, True
 
 
 def last_fault(client: docker.DockerClient, producer: str) -> dict[str, Any]:

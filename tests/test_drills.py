@@ -310,7 +310,7 @@ def test_a_kill_on_idle_workers_waits_strikes_within_a_second_and_ack_mode_redel
         time.sleep(10)
         assert (
             not drilling.done()
-            and on(lab, WORKER_B, "docker", "inspect", "-f", "{{.State.Running}}", "workqueue-worker-1").strip()
+            and read_on(lab, WORKER_B, "docker", "inspect", "-f", "{{.State.Running}}", "workqueue-worker-1").strip()
             == "true"
         ), "no task in hand: the drill waits"
         run_id = produce("-e", "task_count=6", *LONG)
@@ -322,7 +322,7 @@ def test_a_kill_on_idle_workers_waits_strikes_within_a_second_and_ack_mode_redel
     assert caught["run_id"] == run_id and caught["waited"] > 0, caught
     held = caught["seq"]
     received = next(e for e in worker_events(lab, WORKER_B, run_id) if e["seq"] == held)
-    finished = on(lab, WORKER_B, "docker", "inspect", "-f", "{{.State.FinishedAt}}", "workqueue-worker-1").strip()
+    finished = read_on(lab, WORKER_B, "docker", "inspect", "-f", "{{.State.FinishedAt}}", "workqueue-worker-1").strip()
     killed = datetime.fromisoformat(finished[:26] + "+00:00").timestamp()  # to the microsecond
     assert 0 < killed - received["ts"] < 1.0, f"struck {killed - received['ts']:.2f} s after #{held} came"
 

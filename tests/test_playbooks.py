@@ -170,7 +170,7 @@ def test_site_on_fresh_hosts_deploys_broker_and_connected_workers(lab: docker.Do
     assert config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "5", "max-size": "50m"}}
     wait_until(
         lambda: (
-            on(lab, WORKER_A, "docker", "inspect", "-f", "{{.State.Health.Status}}", "workqueue-worker-1").strip()
+            read_on(lab, WORKER_A, "docker", "inspect", "-f", "{{.State.Health.Status}}", "workqueue-worker-1").strip()
             == "healthy"
         ),
         90,
@@ -582,7 +582,8 @@ def test_guest_remote_access_mode(lab: docker.DockerClient) -> None:
         for u in json.loads(read_on(lab, BROKER, "rabbitmqctl", "list_users", "-q", "--formatter", "json"))
     }
     assert users["guest"] == [], "guest has its vhost's rights, and no administrator tag for the network"
-    assert f"amqp://guest@{BROKER_ADDRESS}:5672/%2F" in on(lab, WORKER_A, "docker", "inspect", "workqueue-worker-1")
+    inspected = read_on(lab, WORKER_A, "docker", "inspect", "workqueue-worker-1")
+    assert f"amqp://guest@{BROKER_ADDRESS}:5672/%2F" in inspected
     run_id = produce(*GUEST, "-e", "task_count=2", "-e", "task_message=t")
     wait_until(lambda: len(done_seqs(lab, run_id)) == 2, 30, "two tasks done as guest")
     # The tutorial's own setting: guest/guest on the default vhost, only the broker's address changed;

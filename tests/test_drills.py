@@ -89,13 +89,17 @@ def test_drill_freeze_in_ack_mode_redelivers_and_counts_the_task_done_twice(
     def redelivered() -> list[int]:
         return [e["seq"] for e in events("received") if e["redelivered"]]
 
+    def both_logs() -> dict[str, list[dict[str, Any]]]:
+        return {host: worker_events(lab, host, run_id) for host in WORKERS}
+
     # Asked again a while: a CI run once read no redelivery at this point while the logs read later had it.
     try:
         wait_until(lambda: len(redelivered()) > 0, 30, "task of the frozen worker received again")
     except TimeoutError as exc:
-        raise AssertionError({host: worker_events(lab, host, run_id) for host in WORKERS}) from exc
-    assert len(redelivered()) == 1, {host: worker_events(lab, host, run_id) for host in WORKERS}
-    (frozen,) = redelivered()
+        raise AssertionError(both_logs()) from exc
+    found = redelivered()
+    assert len(found) == 1, both_logs()
+    (frozen,) = found
     wait_until(lambda: [e["seq"] for e in events("done")].count(frozen) == 2, 30, f"#{frozen} done twice")
     late = [e for e in worker_events(lab, WORKER_B, run_id) if e["event"] == "done" and e.get("refused")]
     assert [e["seq"] for e in late] == [frozen] and late[0]["late"] > 2 * HEARTBEAT

@@ -162,7 +162,7 @@ def on_result(client: docker.DockerClient, host: str, *command: str) -> tuple[in
 # command's standard error goes into its standard output there: the engine's two streams keep no order
 # between them, and the mark must come after both. The shell exits with the command's code.
 END_MARK = "\n@@workqueue-lab-exit "
-_MARKED = 'code=0; "$@" 2>&1 || code=$?; printf "\\n@@workqueue-lab-exit %s" "$code"; exit "$code"'
+_MARKED = f'code=0; "$@" 2>&1 || code=$?; printf "\\n{END_MARK.strip()} %s" "$code"; exit "$code"'
 
 
 def _exec(client: docker.DockerClient, host: str, command: tuple[str, ...]) -> tuple[int, str, bool]:

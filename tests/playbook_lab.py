@@ -24,9 +24,9 @@ from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import Lab
 from workqueue.virtual_lab.lab_runs import (
     done_by,
-    on_result,
     queue_row,
     read_on,
+    read_result,
     recap,
     run_id_of,
     unfinished,
@@ -162,7 +162,7 @@ class PlaybookLab:
         state: dict[str, object] = {host: self.workers_on(client, host) for host in self.workers}
         state["vhosts"] = read_on(client, self.broker, "rabbitmqctl", "list_vhosts", "-q")
         state["users"] = read_on(client, self.broker, "rabbitmqctl", "list_users", "-q")
-        state["config"] = on_result(client, self.broker, "cat", "/etc/rabbitmq/rabbitmq.conf")
+        state["config"] = read_result(client, self.broker, "cat", "/etc/rabbitmq/rabbitmq.conf")
         return state
 
     def produce(self, *args: str) -> str:

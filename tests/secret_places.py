@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import docker
 
-from workqueue.virtual_lab.lab_runs import on, on_result, wait_until
+from workqueue.virtual_lab.lab_runs import on, read_result, wait_until
 
 # Each process's command line, read from /proc every 50 ms by one Python process on the host (python3 is
 # there for Ansible), each line written once, the first time it is seen. A shell loop of awk and sleep did
@@ -61,7 +61,7 @@ class CommandLines:
             assert int(self._count(host)) >= 20, f"the sampler ran on {host}"
 
     def _count(self, host: str) -> str:
-        return on_result(self.client, host, "cat", "/tmp/ps-count")[1].strip()
+        return read_result(self.client, host, "cat", "/tmp/ps-count")[1].strip()
 
 
 def where_secrets_show(
@@ -73,7 +73,7 @@ def where_secrets_show(
         journal = on(client, host, "journalctl", "-o", "verbose", "--no-pager")
         found += [f"{host} journal" for secret in secrets if secret in journal]
         patterns = [arg for secret in secrets for arg in ("-e", secret)]
-        logs = on_result(client, host, "grep", "-rlF", *patterns, "/var/log")[1]
+        logs = read_result(client, host, "grep", "-rlF", *patterns, "/var/log")[1]
         found += [f"{host} {path}" for path in logs.split()]
     found += [f"output {i}" for i, output in enumerate(outputs) for secret in secrets if secret in output]
     return found

@@ -31,7 +31,16 @@ from workqueue.connection import broker_from_url, connect
 from workqueue.machine import engine, images
 from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import CLUSTER_LAB
-from workqueue.virtual_lab.lab_runs import done_by, on, on_result, queue_row, read_on, run_id_of, unfinished, wait_until
+from workqueue.virtual_lab.lab_runs import (
+    done_by,
+    on,
+    queue_row,
+    read_on,
+    read_result,
+    run_id_of,
+    unfinished,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(CLUSTER_LAB.name)]
 
@@ -296,10 +305,10 @@ def test_teardown_undoes_the_cluster_and_site_forms_it_again_over_tls_with_no_se
     for host in BROKERS:
         assert members(cluster, host) == {f"rabbit@{host}"}, host  # alone again
         # Started alone, the node made a cookie of its own: the cluster's is gone.
-        code, own = on_result(cluster, host, "cat", "/var/lib/rabbitmq/.erlang.cookie")
+        code, own = read_result(cluster, host, "cat", "/var/lib/rabbitmq/.erlang.cookie")
         assert code == 0 and len(own.strip()) >= 20 and own.strip() != cookie, (host, code)
         assert "workqueue-lab" not in read_on(cluster, host, "cat", "/etc/hosts")
-        code, plugins = on_result(cluster, host, "cat", "/etc/rabbitmq/enabled_plugins")
+        code, plugins = read_result(cluster, host, "cat", "/etc/rabbitmq/enabled_plugins")
         assert (code == 0 and "rabbitmq_management" not in plugins) or "No such file" in plugins, (host, plugins)
     assert "workqueue-lab" not in on(cluster, FIREWALLED, "nft", "list", "ruleset")
 

@@ -28,7 +28,18 @@ from tests.playbook_lab import changed
 from workqueue.machine import engine, images
 from workqueue.virtual_lab import hosts, lab_runs
 from workqueue.virtual_lab.hosts import TRIXIE_LAB
-from workqueue.virtual_lab.lab_runs import done_by, on, on_result, queue_row, read_on, run_id_of, unfinished, wait_until
+from workqueue.virtual_lab.lab_runs import (
+    done_by,
+    installed,
+    on,
+    on_result,
+    queue_row,
+    read_on,
+    read_result,
+    run_id_of,
+    unfinished,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.xdist_group(TRIXIE_LAB.name)]
 
@@ -84,7 +95,7 @@ def worker_containers(client: docker.DockerClient) -> dict[str, str]:
     """Every worker container on the worker hosts: name -> when it started ('' when Docker is not there yet)."""
     found = {}
     for host in WORKERS:
-        code, listed = on_result(client, host, "sh", "-c", "docker ps -aq --filter label=workqueue-lab=worker")
+        code, listed = read_result(client, host, "sh", "-c", "docker ps -aq --filter label=workqueue-lab=worker")
         for container in listed.split() if code == 0 else []:
             state = json.loads(read_on(client, host, "docker", "inspect", container))[0]
             found[f"{host}/{state['Name'].lstrip('/')}"] = state["State"]["StartedAt"]
@@ -169,16 +180,15 @@ def test_a_cluster_of_brokers_on_two_releases_fails_before_any_change(lab: docke
         inventory = tmp_path / "hosts.yml"
         inventory.write_text(yaml.safe_dump(document))
         (tmp_path / "group_vars").symlink_to(TRIXIE_LAB.inventory.parent / "group_vars")
-        before = on_result(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
+        before = read_result(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf")
         done = playbook("site.yml", inventory=inventory)
         assert done.returncode != 0
         said = " ".join(done.stdout.split())
         assert "so that each installs the same RabbitMQ (Debian 12 ships 3.10 and Debian 13 4.0" in said, said[-3000:]
         assert "got trixie and bookworm" in said or "got bookworm and trixie" in said
         for host in (PRODUCER, other.name):
-            installed = on_result(lab, host, "dpkg-query", "-W", "-f", "${Status}", "rabbitmq-server")[1]
-            assert installed != "install ok installed", f"{host}: nothing installed"
-        assert on_result(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf") == before, "the broker as it was"
+            assert not installed(lab, host, "rabbitmq-server"), f"{host}: nothing installed"
+        assert read_result(lab, BROKER, "cat", "/etc/rabbitmq/rabbitmq.conf") == before, "the broker as it was"
     finally:
         hosts.down(lab, bookworm)
 
@@ -215,7 +225,7 @@ def test_site_on_debian_13_opens_the_firewall_to_the_lab_only_and_a_rerun_change
 def cache_log(client: docker.DockerClient, package: str) -> dict[str, list[str]]:
     """apt-cacher-ng's transfer log (time|I or O|bytes|client|file) for one package's file: who made it
     fetch the file from upstream (I), and to whom it served it (O)."""
-    code, log = on_result(client, BROKER, "cat", "/var/log/apt-cacher-ng/apt-cacher.log")
+    code, log = read_result(client, BROKER, "cat", "/var/log/apt-cacher-ng/apt-cacher.log")
     rows = [line.split("|") for line in log.splitlines() if package in line] if code == 0 else []
     return {
         "fetched": [row[3] for row in rows if row[1] == "I"],
@@ -307,11 +317,11 @@ def test_teardown_on_debian_13_removes_it_all_with_the_firewall_rule_then_purge_
     # apt back to its own sources everywhere, and the cache gone with what it held.
     for host in CACHED:
         assert on_result(lab, host, "test", "-e", PROXY_CONF)[0] == 1, host
-    assert on_result(lab, BROKER, "dpkg-query", "-W", "-f", "${Status}", "apt-cacher-ng")[1] != "install ok installed"
+    assert not installed(lab, BROKER, "apt-cacher-ng")
     assert on_result(lab, BROKER, "test", "-e", "/var/cache/apt-cacher-ng")[0] == 1
     changed_nothing(playbook("teardown.yml"), [BROKER, *CACHED])
 
     succeeded(playbook("teardown.yml", "-e", "purge=true"))
     for host in WORKERS:
-        assert on_result(lab, host, "dpkg-query", "-W", "-f", "${Status}", "docker.io")[1] != "install ok installed"
-    assert on_result(lab, BROKER, "dpkg-query", "-W", "-f", "${Status}", "rabbitmq-server")[1] != "install ok installed"
+        assert not installed(lab, host, "docker.io")
+    assert not installed(lab, BROKER, "rabbitmq-server")

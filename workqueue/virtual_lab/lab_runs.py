@@ -135,25 +135,38 @@ def on(client: docker.DockerClient, host: str, *command: str) -> str:
 
 
 def read_on(client: docker.DockerClient, host: str, *command: str, tries: int = 4) -> str:
-    """What a command that reads (a file, `docker inspect`, a JSON listing) prints on a lab host; it must succeed.
+    """What a command that reads (a file, `docker inspect`, a JSON listing) prints on a lab host; it must succeed."""
+    code, output = read_result(client, host, *command, tries=tries)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(command)} on {host} exited {code}: {output[-2000:]}")
+    return output
+
+
+def read_result(client: docker.DockerClient, host: str, *command: str, tries: int = 4) -> tuple[int, str]:
+    """A reading command's exit code and its whole output on a lab host, whatever the code.
 
     The engine can hand back an exec's output empty or cut though the command printed it all (docker-py#2042,
-    moby#27289: seen here in CI runs under load, a record's `tail`, a host's `docker ps` read as no container).
-    The command's shell says its exit code after its output: when that is missing, the output was lost on
-    its way and the command is asked again, up to ``tries`` times; a reading command changes nothing.
+    moby#27289: seen here in CI runs under load, a record's `tail`, a host's `docker ps` read as no container,
+    a broker's configuration read as an empty file). The command's shell says its exit code after its
+    output: when that is missing, the output was lost on its way and the command is asked again, up to
+    ``tries`` times; a reading command changes nothing. (The exit code alone is never lost: ``on_result``
+    is enough for a test of it.)
     """
     for attempt in range(tries):
         code, output, whole = _exec(client, host, command)
         if whole:
-            if code != 0:
-                raise RuntimeError(f"{' '.join(command)} on {host} exited {code}: {output[-2000:]}")
-            return output
+            return code, output
         time.sleep(0.5 * (attempt + 1))
     raise RuntimeError(f"{' '.join(command)} on {host}: its output was lost {tries} times on its way from the host")
 
 
+def installed(client: docker.DockerClient, host: str, package: str) -> bool:
+    """Whether a Debian package is installed on a lab host (dpkg's status, not a file left behind)."""
+    return read_result(client, host, "dpkg-query", "-W", "-f", "${Status}", package)[1] == "install ok installed"
+
+
 def on_result(client: docker.DockerClient, host: str, *command: str) -> tuple[int, str]:
-    """A command's exit code and output on a lab host, whatever the code (see ``read_on`` for a reading one)."""
+    """A command's exit code and output on a lab host, run once whatever the code (``read_result`` reads)."""
     code, output, _ = _exec(client, host, command)
     return code, output
 
@@ -193,19 +206,17 @@ def queue_row(
 def container_events(client: docker.DockerClient, host: str, worker: int = 1) -> list[dict[str, Any]]:
     """A worker container's events, from `docker logs` on its host (kept after docker stop).
 
-    A `docker logs` that fails (a busy engine, a container being removed) is asked again, then raises:
-    read as no events at all, it would pass for a worker that never received a task. One that prints
-    nothing is asked again too (the engine can lose an exec's output, as ``read_on`` says: a CI run read
-    a worker's log without the redelivery it held); a worker's log is empty only in its first moment.
+    The events are the container's standard error; they are read whole (``read_result``). A `docker logs`
+    that fails (a busy engine, a container being removed) is asked again, then raises: read as no events
+    at all, it would pass for a worker that never received a task.
     """
-    command = ["docker", "logs", WORKER_CONTAINER.format(worker)]
+    name = WORKER_CONTAINER.format(worker)
     for attempt in range(4):
-        logs = client.containers.get(host).exec_run(command, demux=True)
-        if logs.exit_code == 0 and (logs.output[1] or attempt == 3):
-            return list(read_events((logs.output[1] or b"").decode().splitlines()))
+        code, logs = read_result(client, host, "sh", "-c", 'docker logs "$1" 2>&1 >/dev/null', "sh", name)
+        if code == 0:
+            return list(read_events(logs.splitlines()))
         time.sleep(0.5 * (attempt + 1))
-    said = (logs.output[1] or logs.output[0] or b"").decode(errors="replace").strip()[-300:]
-    raise RuntimeError(f"docker logs {WORKER_CONTAINER.format(worker)} on {host} exited {logs.exit_code}: {said}")
+    raise RuntimeError(f"docker logs {name} on {host} exited {code}: {logs.strip()[-300:]}")
 
 
 def worker_events(client: docker.DockerClient, host: str, run_id: str, worker: int = 1) -> list[dict[str, Any]]:

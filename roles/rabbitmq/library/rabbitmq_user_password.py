@@ -23,7 +23,7 @@ DOCUMENTATION = r"""
 module: rabbitmq_user_password
 short_description: A RabbitMQ user and its password, the password passed on standard input only
 description:
-  - Reads the users with C(rabbitmqctl list_users) (or takes them as read), checks the password with
+  - Reads the users with C(rabbitmqctl list_users), checks the password with
     C(authenticate_user), and makes the user (C(add_user)) or changes its password (C(change_password)) only
     where they differ, and its tags (C(set_user_tags)). The password goes to rabbitmqctl on standard input,
     never as an argument. Permissions are left to community.rabbitmq.rabbitmq_user.
@@ -46,12 +46,6 @@ options:
     description: The node rabbitmqctl talks to; default the local node.
     type: str
     default: ""
-  users_read:
-    description:
-      - C(rabbitmqctl list_users --formatter json)'s answer, read once for several users (each read starts an
-        Erlang VM); empty, the module reads it.
-    type: str
-    default: ""
 """
 
 
@@ -62,7 +56,6 @@ def main() -> None:
             "password": {"type": "str", "required": True, "no_log": True},
             "tags": {"type": "list", "elements": "str", "default": []},
             "node": {"type": "str", "default": ""},
-            "users_read": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -73,11 +66,9 @@ def main() -> None:
         # binary_data: no newline added; rabbitmqctl takes the line as the password.
         return module.run_command([*rabbitmqctl, *args], data=password if secret else None, binary_data=True)
 
-    out = module.params["users_read"]
-    if not out:
-        rc, out, err = ctl("list_users", "--quiet", "--formatter", "json")
-        if rc != 0:
-            module.fail_json(msg=f"rabbitmqctl list_users failed: {(err or out).strip()}")
+    rc, out, err = ctl("list_users", "--quiet", "--formatter", "json")
+    if rc != 0:
+        module.fail_json(msg=f"rabbitmqctl list_users failed: {(err or out).strip()}")
     entry = next((e for e in json.loads(out or "[]") if e.get("user") == user), None)
     exists = entry is not None
     password_ok = exists and ctl("authenticate_user", user, secret=True)[0] == 0

@@ -149,8 +149,8 @@ def read_result(client: docker.DockerClient, host: str, *command: str, tries: in
     moby#27289: seen here in CI runs under load, a record's `tail`, a host's `docker ps` read as no container,
     a broker's configuration read as an empty file). The command's shell says its exit code after its
     output: when that is missing, the output was lost on its way and the command is asked again, up to
-    ``tries`` times; a reading command changes nothing. (The exit code alone is never lost: ``on_result``
-    is enough for a test of it.)
+    ``tries`` times; a reading command changes nothing. (The exit code comes from the exec's inspect, not
+    its output, and was never seen lost: ``on_result`` is enough for a test of it.)
     """
     for attempt in range(tries):
         code, output, whole = _exec(client, host, command)

@@ -152,8 +152,9 @@ def main() -> None:
         rc, out, err = module.run_command([rabbitmqctl, *node, "export_definitions", "-", "--format", "json"])
         if rc != 0 and not module.check_mode:
             module.fail_json(msg=f"rabbitmqctl export_definitions failed: {(err or out).strip()[-300:]}")
-        if rc == 0:
-            definitions = json.loads(out[out.find("{") :] or "{}")
+        start = out.find("{")  # past anything printed before the JSON
+        if rc == 0 and start >= 0:
+            definitions = json.loads(out[start:])
     module.exit_json(changed=False, **answers(definitions, module.params))
 
 

@@ -7,8 +7,9 @@ authenticate_user): Debian's rabbitmqctl re-runs itself through su, whose
 command line every user of the host sees in ps and the journal keeps. rabbitmqctl
 reads the password from standard input when the command line omits it, which is
 what this module does, for the three commands that take one. It sets the user's
-tags too, from the same list_users answer, so that a re-run asks rabbitmqctl
-nothing more. Without --quiet:
+tags too, from the same list_users answer. The role runs it only where
+rabbitmq_access_read found the account missing or different, so a re-run does
+not start it at all. Without --quiet:
 RabbitMQ 4.0's rabbitmqctl waits forever for a password on standard input when
 it is given --quiet (3.10's did not).
 """

@@ -570,7 +570,7 @@ def test_events_of_a_clock_40_s_off_are_placed_on_this_machines_clock(tmp_path: 
     assert wrong.started is not None
     assert any(a.received < wrong.started for a in wrong.tasks[7].attempts), "lab2 took #8 before the run began"
     _measured(folder, "workers/lab2.json", {"offset": -40.0, "uncertainty": 0.02})
-    worker = {"item": {"Names": ["/workqueue-worker-1"]}, "offset": 3.0, "uncertainty": 0.03}
+    worker = {"container": "workqueue-worker-1", "offset": 3.0, "uncertainty": 0.03}
     _measured(folder, "workers/lab4.json", {"offset": 0.001, "uncertainty": 0.02}, [worker])
     report = report_of(folder)
 

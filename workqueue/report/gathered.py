@@ -184,7 +184,8 @@ def _read_worker_host(document: dict[str, Any], gathered: Gathered) -> None:
         return
     logs = {_name(result.get("item", {})): result for result in document.get("logs") or []}
     host_clock = _clock(host, document.get("clock"), gathered)
-    clocks = {_name(result.get("item", {})): result for result in document.get("clocks") or []}
+    measured = [m for m in document.get("clocks") or [] if isinstance(m, dict)]
+    clocks = {str(m.get("container")): m for m in measured}
     containers = document.get("containers") or []
     if not containers:
         gathered.missing.append(f"{host}: no worker container (nothing deployed there, or torn down)")

@@ -209,6 +209,50 @@ def test_nothing_deployed_is_one_line_that_says_what_is_missing(tmp_path: Path) 
     assert "no run is in the events" in done.stderr and "pc2: no worker container" in done.stderr
 
 
+def _passed(folder: Path) -> str:
+    """A gathered folder as report.yml passes it to the report: {kind: [document, ...]} on standard input."""
+    return json.dumps(
+        {kind.name: [json.loads(f.read_text()) for f in sorted(kind.glob("*.json"))] for kind in folder.iterdir()}
+    )
+
+
+def test_the_report_keeps_what_report_yml_passed_in_its_folder_replacing_what_was_there(tmp_path: Path) -> None:
+    gathered = tmp_path / "gathered"
+    (gathered / "workers").mkdir(parents=True)
+    (gathered / "workers" / "old-host.json").write_text("{}")  # an earlier report's, of a host gone since
+    command = [sys.executable, "-m", "workqueue.report", str(gathered), "--keep", "--out", str(tmp_path / "out")]
+    passed = _passed(RECORDINGS / "ack_worker_stopped")
+    done = subprocess.run(command, input=passed, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    kept = sorted(str(f.relative_to(gathered)) for f in gathered.rglob("*.json"))
+    assert kept == sorted(
+        str(f.relative_to(RECORDINGS / "ack_worker_stopped"))
+        for f in (RECORDINGS / "ack_worker_stopped").rglob("*.json")
+    )
+    assert all(f.stat().st_mode & 0o077 == 0 for f in gathered.rglob("*.json"))
+    assert report_of(gathered).verdict == report_of(RECORDINGS / "ack_worker_stopped").verdict
+    assert json.loads((tmp_path / "out" / ACK_RUN / "report.json").read_text())["run_id"] == ACK_RUN
+
+
+@pytest.mark.parametrize(
+    ("passed", "message"),
+    [
+        ("not json", "what report.yml passed is not JSON"),
+        ('{"workers": {}}', "is not its lists of workers, producer and broker"),
+        ('{"workers": [{"host": "../../etc"}]}', "a workers host named '../../etc' cannot name a file"),
+        ('{"broker": [{"host": ""}]}', "a broker host named '' cannot name a file"),
+    ],
+)
+def test_what_report_yml_passed_wrong_is_one_line_and_writes_nowhere_else(
+    tmp_path: Path, passed: str, message: str
+) -> None:
+    command = [sys.executable, "-m", "workqueue.report", str(tmp_path / "gathered"), "--keep", "--out", str(tmp_path)]
+    done = subprocess.run(command, input=passed, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert message in done.stderr, done.stderr
+    assert {f.name for f in tmp_path.rglob("*") if f.is_file()} == set()
+
+
 def test_live_state_follows_each_workers_task_in_hand() -> None:
     gathered = read_folder(RECORDINGS / "noack_worker_stopped")
     events = sorted((e for c in gathered.containers for e in c.events), key=lambda e: e["ts"])

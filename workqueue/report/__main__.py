@@ -1,8 +1,9 @@
 """Build the report of one run from what playbooks/report.yml gathered.
 
-    python -m workqueue.report GATHERED [--run RUN_ID] [--out FOLDER]
+    python -m workqueue.report GATHERED [--run RUN_ID] [--out FOLDER] [--keep]
 
-Prints the report and writes FOLDER/RUN_ID/report.md, report.json and
+With --keep (as report.yml runs it), what the playbook read of each host comes on standard input and
+is kept in GATHERED first. Prints the report and writes FOLDER/RUN_ID/report.md, report.json and
 timeline.svg. Without --run, the report is of the newest run. Exit 1, with one
 line that says what to fix, when there is no run to report on.
 """
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 from workqueue.report import fates, json_data, markdown, terminal, timeline
-from workqueue.report.gathered import GatheredError, read_folder
+from workqueue.report.gathered import GatheredError, keep, read_folder
 from workqueue.tasks import RUN_ID
 
 PROG = "python -m workqueue.report"
@@ -27,10 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("gathered", type=Path, help="the folder playbooks/report.yml wrote its findings to")
     parser.add_argument("--run", help="the run id the producer printed (default: the newest run)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="where to write the files (default reports)")
+    parser.add_argument(
+        "--keep", action="store_true", help="first keep in GATHERED what report.yml passes on standard input"
+    )
     args = parser.parse_args(argv)
     if args.run and not RUN_ID.match(args.run):
         parser.error(f"--run: {args.run!r} is not a run id like 20261127-120304-3fa2 (the producer prints it)")
     try:
+        if args.keep:
+            keep(args.gathered, _passed(sys.stdin.read()))
         gathered = read_folder(args.gathered)
     except GatheredError as exc:
         return _fail(str(exc))
@@ -50,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     print(terminal.render(report))
     print(f"\nfiles: {folder}/report.md, report.json, timeline.svg")
     return 0
+
+
+def _passed(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise GatheredError(f"what report.yml passed is not JSON ({exc}): run it again") from None
 
 
 def _fail(message: str) -> int:

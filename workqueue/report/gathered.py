@@ -1,6 +1,7 @@
-"""What playbooks/report.yml brought back from the lab, read from the folder it wrote.
+"""What playbooks/report.yml brought back from the lab: kept in a folder (``keep``), read from it.
 
-The playbook writes one JSON file per host and role, as Ansible saw it:
+The playbook passes what it read of each host, as Ansible saw it, and ``keep`` writes one JSON file
+per host and role:
 
     workers/HOST.json    the worker containers (running or stopped) and their ``docker logs``
     producer/HOST.json   the producer's record of the run (or of the newest run)
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +114,33 @@ class Gathered:
 
 class GatheredError(Exception):
     """The folder holds nothing the report can use; the message says what to fix."""
+
+
+# The kinds of host report.yml reads, each a folder of the gathered folder.
+KINDS = ("workers", "producer", "broker")
+
+
+def keep(folder: Path, found: object) -> None:
+    """Keep what report.yml read, ``{kind: [document, ...]}`` (each document names its host), in the
+    folder: one file per host and kind, replacing what an earlier report kept there. Checked whole
+    before anything is written."""
+    if not isinstance(found, dict) or not all(isinstance(found.get(kind, []), list) for kind in KINDS):
+        raise GatheredError("what report.yml passed is not its lists of workers, producer and broker: run it again")
+    files: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        for document in found.get(kind, []):
+            host = str(document.get("host", "")) if isinstance(document, dict) else ""
+            if not host or host.startswith(".") or Path(host).name != host:
+                raise GatheredError(f"a {kind} host named {host[:60]!r} cannot name a file: check the inventory")
+            files[f"{kind}/{host}.json"] = document
+    for kind in KINDS:
+        (folder / kind).mkdir(mode=0o700, parents=True, exist_ok=True)
+        for earlier in (folder / kind).glob("*.json"):
+            earlier.unlink()
+    for name, document in files.items():
+        descriptor = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as written:
+            json.dump(document, written)
 
 
 def read_folder(folder: Path) -> Gathered:

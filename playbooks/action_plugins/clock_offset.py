@@ -32,15 +32,15 @@ ON_THE_HOST = f"""
 import json, select, subprocess, sys, time
 ANSWER = "import sys, time\\nfor _ in sys.stdin: print(repr(time.time()), flush=True)"
 def read(name):
+    # Unbuffered: a prompt written to a docker exec that has ended fails here, not again at the close.
     with subprocess.Popen(["docker", "exec", "-i", name, "python3", "-c", ANSWER], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as answering:
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0) as answering:
         try:
             best = None
             for _ in range({SAMPLES}):
                 before = time.time()
                 try:
-                    answering.stdin.write("\\n")
-                    answering.stdin.flush()
+                    answering.stdin.write(b"\\n")
                 except OSError:  # docker exec has already ended: its reason is on its standard error
                     line = ""
                 else:
@@ -48,7 +48,8 @@ def read(name):
                 after = time.time()
                 if not line.strip():
                     answering.kill()
-                    raise ValueError(answering.stderr.read().strip() or "no answer within 10 s")
+                    said = answering.stderr.read().decode(errors="replace").strip()
+                    raise ValueError(said or "no answer within 10 s")
                 sample = (after - before, float(line) - (before + after) / 2)
                 best = sample if best is None or sample < best else best
             answering.stdin.close()

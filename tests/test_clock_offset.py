@@ -73,3 +73,12 @@ def test_a_container_that_cannot_answer_is_named_with_why_and_the_others_still_r
     found = _on_the_host(tmp_path, script, "bad", "good")
     assert isinstance(found["bad"], str) and said in found["bad"], found
     assert isinstance(found["good"], list), found
+
+
+def test_a_containers_offset_adds_its_hosts_and_an_answer_that_is_not_two_numbers_is_said() -> None:
+    answered = json.dumps({"a": [-40.0, 0.001], "b": "Error: container b is paused", "d": ["x", 1], "e": [1, -1]})
+    read = _plugin().on_this_machines_clock((2.5, 0.02), ["a", "b", "c", "d", "e"], "noise\n" + answered, "sudo: no")
+    assert read[0] == {"container": "a", "offset": -37.5, "uncertainty": 0.021}
+    assert read[1] == {"container": "b", "failed": True, "msg": "Error: container b is paused"}
+    assert read[2] == {"container": "c", "failed": True, "msg": "not measured: sudo: no"}
+    assert [r.get("failed") for r in read[3:]] == [True, True]

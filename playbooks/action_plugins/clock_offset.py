@@ -17,6 +17,7 @@ something in it shifts time for its programs. Changes nothing.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import time
 from typing import Any
@@ -93,22 +94,31 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # Ansible's base class is
         if containers:
             command = shlex.join(["python3", "-c", ON_THE_HOST, *containers])
             answer = self._low_level_execute_command(command, sudoable=True)
-            found = _answers(answer.get("stdout", ""))
-            for name in containers:
-                measured = found.get(name, f"not measured: {_last_line(answer)}")
-                if isinstance(measured, list) and len(measured) == 2:
-                    result["containers"].append(
-                        {
-                            "container": name,
-                            "offset": round(offset + float(measured[0]), 3),
-                            "uncertainty": round(uncertainty + float(measured[1]), 3),
-                        }
-                    )
-                else:
-                    said = str(measured).strip().splitlines()
-                    reason = said[-1][:200] if said else "no reason given"
-                    result["containers"].append({"container": name, "failed": True, "msg": reason})
+            result["containers"] = on_this_machines_clock(
+                (offset, uncertainty), containers, answer.get("stdout", ""), _last_line(answer)
+            )
         return result
+
+
+def on_this_machines_clock(
+    host: tuple[float, float], containers: list[str], answered: str, why: str
+) -> list[dict[str, Any]]:
+    """Each container's clock against this machine's: its offset from its host's clock (the host script's
+    answer, ``answered``) plus the host's own, ``host`` (offset, uncertainty), the uncertainties added; or
+    why it was not read (``why``: what the host said, when the script's answer names no such container)."""
+    found = _answers(answered)
+    read: list[dict[str, Any]] = []
+    for name in containers:
+        measured = found.get(name, f"not measured: {why}")
+        numbers = [_number(str(x)) for x in measured] if isinstance(measured, list) and len(measured) == 2 else []
+        apart, within = numbers if len(numbers) == 2 else (None, None)
+        if apart is not None and within is not None and math.isfinite(apart) and math.isfinite(within) and within >= 0:
+            offset, uncertainty = host[0] + apart, host[1] + within
+            read.append({"container": name, "offset": round(offset, 3), "uncertainty": round(uncertainty, 3)})
+        else:
+            said = str(measured).strip().splitlines()
+            read.append({"container": name, "failed": True, "msg": said[-1][:200] if said else "no reason given"})
+    return read
 
 
 def _number(text: str) -> float | None:
